@@ -1,0 +1,157 @@
+"""The oracle: the SW operator as three re-parameterized ("rep-merged") depthwise convolutions.
+
+Every stage of the SW operator is linear and shift-invariant, so each branch equals one
+depthwise cross-correlation of the input with a merged kernel. The horizontal kernel has k
+rows and nk*k columns at horizontal offsets ``-M//2 .. nk*k-1-M//2``: when k does not divide
+M that range is not centred, so the reference pads the input asymmetrically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness.spec import ShiftwiseSpec
+
+
+class Branches(NamedTuple):
+    """The three outputs of the SW operator, each (B, C, H, W)."""
+
+    h: torch.Tensor
+    v: torch.Tensor
+    i: torch.Tensor
+
+
+class MergedKernels(NamedTuple):
+    """Depthwise kernels equivalent to each branch (official weight dtype and device).
+
+    ``h`` is (C, 1, k, nk*k) with its column 0 at horizontal offset ``-M//2``; ``v`` is
+    (C, 1, nk*k, k) with its row 0 at vertical offset ``-M//2`` (the small kernels are placed
+    along a column, not transposed); ``i`` is the centred (C, 1, k, k) identity kernel.
+    """
+
+    h: torch.Tensor
+    v: torch.Tensor
+    i: torch.Tensor
+
+
+def small_conv(x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec) -> torch.Tensor:
+    """Stage 1: the grouped conv, (B, C, H, W) -> (B, C*nk, H + 2e, W + 2e)."""
+    return F.conv2d(x, weight, padding=spec.padding, groups=spec.channels)
+
+
+def merge_kernels(weight: torch.Tensor, spec: ShiftwiseSpec) -> MergedKernels:
+    """Place every active small kernel at its slot in the three large depthwise kernels.
+
+    Pruned kernels are left out by index selection (never multiplied by zero), so NaN or inf
+    in their weights cannot reach the result.
+    """
+    c, nk, k, e = spec.channels, spec.nk, spec.small_kernel, spec.groups
+    small = weight.reshape(c, nk, k, k)
+    # Scatter-add index: flat position of (c, slot*k + v) for each (g, c, j), active only.
+    g_idx, c_idx, j_idx = np.nonzero(np.broadcast_to(spec.active, (e, c, nk)))
+    device = weight.device
+    chan = torch.as_tensor(c_idx, device=device)
+    kern = torch.as_tensor(j_idx, device=device)
+    picked = small[chan, kern]  # (n, k, k)
+
+    def slotted(slots: np.ndarray) -> torch.Tensor:
+        """(c, slot, u, v): the sum of the small kernels placed at each slot."""
+        slot = torch.as_tensor(slots[g_idx, c_idx, j_idx], device=device)
+        placed = weight.new_zeros(c, nk, k, k)
+        placed.index_put_((chan, slot), picked, accumulate=True)
+        return placed
+
+    # Tap (u, v) at slot t: row u, column t*k + v horizontally; row t*k + u, column v vertically.
+    horizontal = slotted(spec.slot_h).permute(0, 2, 1, 3).reshape(c, 1, k, nk * k)
+    vertical = slotted(spec.slot_v).reshape(c, 1, nk * k, k)
+
+    ident_c = np.repeat(np.arange(c)[None, :], e, axis=0)
+    keep = spec.active[ident_c, spec.ident]
+    identity = weight.new_zeros(c, k, k)
+    ident_chan = torch.as_tensor(ident_c[keep], device=device)
+    identity.index_put_(
+        (ident_chan,), small[ident_chan, torch.as_tensor(spec.ident[keep], device=device)], accumulate=True
+    )
+    return MergedKernels(horizontal.contiguous(), vertical.contiguous(), identity.unsqueeze(1))
+
+
+@contextlib.contextmanager
+def exact_math():
+    """Deterministic algorithms and no TF32 while the reference runs (restored afterwards)."""
+    saved = (
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.are_deterministic_algorithms_enabled(),
+    )
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved[:2]
+        torch.use_deterministic_algorithms(saved[2])
+
+
+def merged_forward(x: torch.Tensor, kernels: MergedKernels, spec: ShiftwiseSpec) -> Branches:
+    """Run the three merged depthwise convs with the exact (asymmetric) zero padding."""
+    half = spec.big_kernel // 2
+    far = spec.nk * spec.small_kernel - 1 - half  # offset of the last strip tap; > half if k ∤ M
+    r = spec.small_kernel // 2
+    c = spec.channels
+    with exact_math():
+        # F.pad order: (left, right, top, bottom)
+        h = F.conv2d(F.pad(x, (half, far, r, r)), kernels.h, groups=c)
+        v = F.conv2d(F.pad(x, (r, r, half, far)), kernels.v, groups=c)
+        i = F.conv2d(x, kernels.i, padding=r, groups=c)
+    return Branches(h, v, i)
+
+
+def reference_forward(x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec) -> Branches:
+    """The SW operator's three branches, computed as rep-merged depthwise convolutions.
+
+    ``x`` is (B, C, H, W), ``weight`` (C*nk, 1, k, k) in the official layout, same dtype and
+    device. Differentiable in both. Run it in float64 to use it as the oracle.
+    """
+    return merged_forward(x, merge_kernels(weight, spec), spec)
+
+
+def error_bound(x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec, dtype: torch.dtype) -> Branches:
+    """Per-element bound on |computed - exact| for any summation order in ``dtype``.
+
+    Each output element is a sum of n products x*w (n = E*nk*k*k for the strips, E*k*k for the
+    identity). Whatever the order and grouping (two stages, merged kernel, FMA or not), each
+    product passes through at most n roundings, so (Higham, Accuracy and Stability, 3.1)
+
+        |computed - exact| <= gamma_n * (|x| conv merge(|W|)),   gamma_n = n*u / (1 - n*u),
+
+    with u the unit roundoff of ``dtype``. The float64 oracle has its own error (gamma_n at
+    u = 2**-53), added here, so the comparison is against the oracle, not the exact value.
+    ``BOUND_FACTOR`` scales the sum; it is 1: the bound is the theorem, with no slack.
+    """
+    with torch.no_grad():
+        magnitude = reference_forward(x.detach().abs().double(), weight.detach().abs().double(), spec)
+    e, nk, k = spec.groups, spec.nk, spec.small_kernel
+    terms = Branches(e * nk * k * k, e * nk * k * k, e * k * k)
+    return Branches(
+        *(
+            BOUND_FACTOR * (_gamma(n, dtype) + _gamma(n, torch.float64)) * m
+            for n, m in zip(terms, magnitude)
+        )
+    )
+
+
+#: Multiplier of the rigorous worst-case bound above; see ``error_bound``.
+BOUND_FACTOR = 1.0
+
+
+def _gamma(n: int, dtype: torch.dtype) -> float:
+    u = torch.finfo(dtype).eps / 2
+    if n * u >= 1:
+        raise ValueError(f"{n} terms is too many for a worst-case bound in {dtype}")
+    return n * u / (1 - n * u)

@@ -1,0 +1,210 @@
+"""Implementations of the SW operator: the record each one declares, and discovery in ``impls/``.
+
+An implementation is one Python file in ``impls/`` that defines a module-level
+``IMPLEMENTATION = Implementation(...)``. Discovery imports every ``*.py`` there (files whose
+name starts with ``_`` are skipped); a file that fails to import, or declares nothing usable,
+is reported with its error and never stops the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import importlib.util
+import os
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from harness.reference import Branches, small_conv
+from harness.spec import ShiftwiseSpec
+
+#: Environment variable that overrides the default ``impls/`` folder.
+IMPLS_ENV = "SW_IMPLS_DIR"
+DEFAULT_IMPLS_DIR = Path(__file__).resolve().parent.parent / "impls"
+
+
+class Computes(enum.Enum):
+    """What an implementation's function computes."""
+
+    #: ``fn(x, weight, spec) -> (h, v, i)``: the whole operator.
+    OPERATOR = "operator"
+    #: ``fn(y, spec) -> (h, v, i)`` from the small conv's output ``y`` (B, C*nk, H+2e, W+2e);
+    #: the harness runs the grouped conv (``harness.small_conv``) first.
+    SHIFT_ADD = "shift_add"
+
+
+def _always_available(device: torch.device) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """The declarative record of one implementation.
+
+    ``availability(device)`` returns ``None`` when the implementation can run on ``device``
+    here, else the reason it cannot (a missing package, no GPU, ...). The harness already
+    checks that the device type is in ``devices`` and that a CUDA device exists.
+    """
+
+    name: str
+    fn: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    computes: Computes
+    devices: tuple[str, ...]
+    dtypes: tuple[torch.dtype, ...]
+    availability: Callable[[torch.device], str | None] = _always_available
+    autograd: bool = False
+    description: str = ""
+    source: Path | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"Implementation name must be an identifier, got {self.name!r}")
+        if not callable(self.fn):
+            raise TypeError(f"Implementation {self.name}: fn must be callable, got {type(self.fn).__name__}")
+        if not isinstance(self.computes, Computes):
+            raise TypeError(f"Implementation {self.name}: computes must be a Computes, got {self.computes!r}")
+        unknown = set(self.devices) - {"cpu", "cuda"}
+        if not self.devices or unknown:
+            raise ValueError(f"Implementation {self.name}: devices must be a non-empty subset of cpu, cuda, got {self.devices}")
+        if not self.dtypes or not all(isinstance(d, torch.dtype) and d.is_floating_point for d in self.dtypes):
+            raise ValueError(f"Implementation {self.name}: dtypes must be floating torch dtypes, got {self.dtypes}")
+
+    def unavailable_reason(self, device: str | torch.device = "cpu") -> str | None:
+        """Why this implementation cannot run on ``device`` here, or None if it can."""
+        device = torch.device(device)
+        if device.type not in self.devices:
+            return f"runs on {', '.join(self.devices)}, not {device.type}"
+        if device.type == "cuda" and not torch.cuda.is_available():
+            return "no CUDA device (torch.cuda.is_available() is False)"
+        return self.availability(device)
+
+    def __call__(self, x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec) -> Branches:
+        """Validate the inputs, run the implementation, check and return its three branches."""
+        validate_inputs(x, weight, spec, dtypes=self.dtypes, devices=self.devices, name=self.name)
+        if self.computes is Computes.SHIFT_ADD:
+            result = self.fn(small_conv(x, weight, spec), spec)
+        else:
+            result = self.fn(x, weight, spec)
+        return _checked_result(self.name, result, x)
+
+
+def validate_inputs(
+    x: object,
+    weight: object,
+    spec: object,
+    *,
+    dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64),
+    devices: tuple[str, ...] = ("cpu", "cuda"),
+    name: str = "the SW operator",
+) -> None:
+    """Raise TypeError / ValueError naming what ``name`` expected and what it got."""
+    if not isinstance(spec, ShiftwiseSpec):
+        raise TypeError(f"{name}: spec must be a ShiftwiseSpec, got {type(spec).__name__}")
+    for label, tensor in (("x", x), ("weight", weight)):
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{name}: {label} must be a torch.Tensor, got {type(tensor).__name__}")
+    assert isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor)
+    if x.ndim != 4:
+        raise ValueError(f"{name}: x must be 4-D (B, C, H, W), got shape {tuple(x.shape)}")
+    if x.shape[1] != spec.channels:
+        raise ValueError(f"{name}: x must have C = {spec.channels} channels (the spec's), got shape {tuple(x.shape)}")
+    if min(x.shape) == 0:
+        raise ValueError(f"{name}: x must not be empty, got shape {tuple(x.shape)}")
+    if tuple(weight.shape) != spec.weight_shape:
+        raise ValueError(
+            f"{name}: weight must have shape (C*nk, 1, k, k) = {spec.weight_shape}, got {tuple(weight.shape)}"
+        )
+    if x.dtype != weight.dtype:
+        raise TypeError(f"{name}: x and weight must have the same dtype, got {x.dtype} and {weight.dtype}")
+    if x.dtype not in dtypes:
+        raise TypeError(f"{name}: supports dtypes {', '.join(map(str, dtypes))}, got {x.dtype}")
+    if x.device != weight.device:
+        raise ValueError(f"{name}: x and weight must be on the same device, got {x.device} and {weight.device}")
+    if x.device.type not in devices:
+        raise ValueError(f"{name}: runs on {', '.join(devices)}, got a tensor on {x.device}")
+
+
+def _checked_result(name: str, result: object, x: torch.Tensor) -> Branches:
+    if not isinstance(result, tuple) or len(result) != 3:
+        raise TypeError(f"implementation {name} must return three tensors (h, v, i), got {type(result).__name__}")
+    for label, branch in zip("hvi", result):
+        if not isinstance(branch, torch.Tensor):
+            raise TypeError(f"implementation {name}: branch {label} must be a torch.Tensor, got {type(branch).__name__}")
+        if branch.shape != x.shape or branch.dtype != x.dtype or branch.device != x.device:
+            raise ValueError(
+                f"implementation {name}: branch {label} must be {tuple(x.shape)} {x.dtype} on {x.device}, "
+                f"got {tuple(branch.shape)} {branch.dtype} on {branch.device}"
+            )
+    return Branches(*result)
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What a scan of an ``impls/`` folder found."""
+
+    folder: Path
+    implementations: Mapping[str, Implementation]
+    #: file name -> why it could not be loaded (import error with traceback tail, or a bad record)
+    errors: Mapping[str, str]
+
+
+def impls_dir(path: str | os.PathLike | None = None) -> Path:
+    """The folder to scan: ``path``, else ``$SW_IMPLS_DIR``, else the project's ``impls/``."""
+    chosen = path if path is not None else os.environ.get(IMPLS_ENV) or DEFAULT_IMPLS_DIR
+    return Path(chosen).resolve()
+
+
+def discover(path: str | os.PathLike | None = None) -> Discovery:
+    """Import every implementation file in the folder; collect records and load errors."""
+    folder = impls_dir(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"implementation folder {folder} does not exist")
+    found: dict[str, Implementation] = {}
+    errors: dict[str, str] = {}
+    for file in sorted(folder.glob("*.py")):
+        if file.name.startswith("_"):
+            continue
+        try:
+            record = _load_record(file)
+        except (Exception, SystemExit) as error:  # a broken file must not stop the others
+            tail = "".join(traceback.format_exception(error)[-3:]).strip()
+            errors[file.name] = f"{type(error).__name__}: {error}\n{tail}"
+            continue
+        if record.name in found:
+            errors[file.name] = (
+                f"duplicate implementation name {record.name!r}, already declared in {found[record.name].source.name}"
+            )
+            continue
+        found[record.name] = record
+    return Discovery(folder, found, errors)
+
+
+def implementations(path: str | os.PathLike | None = None) -> dict[str, Implementation]:
+    """The implementations that loaded from the folder, by name (see ``discover`` for errors)."""
+    return dict(discover(path).implementations)
+
+
+def _load_record(file: Path) -> Implementation:
+    module_name = f"sw_impls.{file.parent.name}_{abs(hash(str(file.parent)))}.{file.stem}"
+    module_spec = importlib.util.spec_from_file_location(module_name, file)
+    if module_spec is None or module_spec.loader is None:
+        raise ImportError(f"cannot load {file} as a Python module")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look modules up here
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    record = getattr(module, "IMPLEMENTATION", None)
+    if not isinstance(record, Implementation):
+        raise TypeError(
+            f"{file.name} must define IMPLEMENTATION = harness.Implementation(...), "
+            f"got {type(record).__name__ if record is not None else 'nothing'}"
+        )
+    return dataclasses.replace(record, source=file)
