@@ -19,12 +19,13 @@ from __future__ import annotations
 import dataclasses
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from harness.cases import Case
 from harness.reference import Branches, error_bound, reference_forward
-from harness.registry import Implementation
+from harness.registry import DEFAULT_IMPLS_DIR, Implementation
 
 MODES = ("exact", "float")
 LAYOUTS = ("contiguous", "strided", "channels_last")
@@ -98,6 +99,8 @@ class CheckResult:
     check: CheckCase
     failures: tuple[Failure, ...] = ()
     skipped: str | None = None
+    #: folder the implementation was discovered in, when not the project's impls/
+    impls_dir: Path | None = None
 
     @property
     def passed(self) -> bool:
@@ -105,7 +108,8 @@ class CheckResult:
 
     @property
     def reproducer(self) -> str:
-        return f"swbench check --impl {self.implementation} --case {shlex.quote(self.check.to_args())}"
+        folder = f"--impls-dir {shlex.quote(str(self.impls_dir))} " if self.impls_dir else ""
+        return f"swbench {folder}check --impl {self.implementation} --case {shlex.quote(self.check.to_args())}"
 
     def report(self) -> str:
         if self.skipped:
@@ -173,16 +177,17 @@ def bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
 def check(impl: Implementation, check_case: CheckCase, *, gradients: bool = True) -> CheckResult:
     """Run ``impl`` on ``check_case`` and compare with the reference; never raises for the
     implementation's own errors (they are recorded as failures)."""
+    folder = impl.source.parent if impl.source and impl.source.parent != DEFAULT_IMPLS_DIR else None
     reason = impl.unavailable_reason(check_case.device)
     if reason is None and check_case.torch_dtype not in impl.dtypes:
         reason = f"does not support {check_case.dtype}"
     if reason is not None:
-        return CheckResult(impl.name, check_case, skipped=reason)
+        return CheckResult(impl.name, check_case, skipped=reason, impls_dir=folder)
     spec = check_case.case.spec()
     failures = _check_forward(impl, check_case, spec)
     if gradients and impl.autograd and not failures:
         failures += _check_gradients(impl, check_case, spec)
-    return CheckResult(impl.name, check_case, tuple(failures))
+    return CheckResult(impl.name, check_case, tuple(failures), impls_dir=folder)
 
 
 def assert_matches_reference(impl: Implementation, check_case: CheckCase) -> None:

@@ -21,7 +21,8 @@ EXIT_OK, EXIT_MISMATCH = 0, 1
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    console = Console(highlight=False, soft_wrap=True)
+    # Not a terminal (CI logs, pipes): wide enough that tables and reproducers stay on one line.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
     return args.command(args, console)
 
 
@@ -132,7 +133,7 @@ def _check(args: argparse.Namespace, console: Console) -> int:
     console.print(_summary(results))
     for result in results:
         if result.failures:
-            console.print(result.report(), markup=False)
+            console.print(result.report(), markup=False, soft_wrap=True)
     failed = any(result.failures for result in results) or bool(found.errors)
     return EXIT_MISMATCH if failed else EXIT_OK
 

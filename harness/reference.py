@@ -40,8 +40,15 @@ class MergedKernels(NamedTuple):
 
 
 def small_conv(x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec) -> torch.Tensor:
-    """Stage 1: the grouped conv, (B, C, H, W) -> (B, C*nk, H + 2e, W + 2e)."""
-    return F.conv2d(x, weight, padding=spec.padding, groups=spec.channels)
+    """Stage 1: the grouped conv, (B, C, H, W) -> (B, C*nk, H + 2e, W + 2e).
+
+    TF32 is off: the harness runs this for shift-add implementations, and must not lose
+    precision on their behalf.
+    """
+    cudnn = torch.backends.cudnn
+    keep = dict(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic)
+    with cudnn.flags(**keep, allow_tf32=False):
+        return F.conv2d(x, weight, padding=spec.padding, groups=spec.channels)
 
 
 def merge_kernels(weight: torch.Tensor, spec: ShiftwiseSpec) -> MergedKernels:

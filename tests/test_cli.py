@@ -1,0 +1,53 @@
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.cli import main
+
+BAD_IMPLS = str(Path(__file__).parent / "bad_impls")
+
+
+def test_list_shows_torch_roll_available_on_cpu(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if "torch_roll" in line)
+    assert "available" in line and "shift_add" in line
+
+
+def test_list_reports_load_errors_and_fails(tmp_path, capsys):
+    (tmp_path / "broken.py").write_text("import no_such_module_anywhere\n")
+    assert main(["--impls-dir", str(tmp_path), "list"]) == 1
+    assert "load error broken.py: ModuleNotFoundError" in capsys.readouterr().out
+
+
+def test_check_passes_on_edge_cases_and_random_specs(capsys):
+    assert main(["check", "--suite", "edge", "--random", "3", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "torch_roll" in line)
+    # 8 edge cases + 3 random, in 2 modes x 2 dtypes: 44 checks, all passed, none failed
+    assert [cell.strip() for cell in row.split("│")[1:5]] == ["torch_roll", "44", "44", "0"]
+
+
+def test_check_fails_on_a_bad_implementation_and_prints_a_working_reproducer(capsys):
+    args = ["--impls-dir", BAD_IMPLS, "check", "--impl", "bad_shift_off_by_one", "--suite", "edge", "--random", "0"]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    reproducer = next(line.strip() for line in out.splitlines() if line.strip().startswith("swbench --impls-dir"))
+    assert "[values] branch h:" in out and "elements differ; worst at index" in out
+    assert f"--impls-dir {BAD_IMPLS}" in reproducer
+    assert main(shlex.split(reproducer)[1:]) == 1
+    assert reproducer in capsys.readouterr().out
+
+
+def test_check_names_unknown_implementations(capsys):
+    assert main(["check", "--impl", "nope", "--random", "0"]) == 1
+    assert "unknown implementation(s) ['nope']" in capsys.readouterr().out
+
+
+def test_console_script_runs():
+    script = Path(sys.executable).parent / "swbench"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "harness.cli"]
+    done = subprocess.run([*command, "list"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "torch_roll" in done.stdout

@@ -1,0 +1,14 @@
+"""Every implementation on the real layer shapes and edge shapes kept in cases/."""
+
+import pytest
+
+from harness.cases import load_cases
+from harness.checking import CheckCase, assert_matches_reference
+
+SUITES = ["sw_tiny", "sw_small", "edge"]
+
+
+@pytest.mark.parametrize("mode", ["exact", "float"])
+@pytest.mark.parametrize("case", load_cases(suites=SUITES), ids=lambda case: f"{case.suite}-{case.name}")
+def test_matches_reference_on_case(impl, device, case, mode):
+    assert_matches_reference(impl, CheckCase(case, "float32", mode, device=device))
