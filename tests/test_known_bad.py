@@ -37,4 +37,5 @@ def test_checker_rejects(name):
     result = caught.value.result
     assert EXPECTED[name] in {failure.kind for failure in result.failures}
     report = str(caught.value)
-    assert result.reproducer in report and "swbench check --impl" in result.reproducer
+    assert result.reproducer in report
+    assert f"swbench --impls-dir {BAD_IMPLS} check --impl {name} --case" in result.reproducer
