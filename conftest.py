@@ -14,7 +14,7 @@ import harness
 
 settings.register_profile(
     "ci",
-    max_examples=60,
+    max_examples=200,
     derandomize=True,
     deadline=None,
     print_blob=True,
