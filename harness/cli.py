@@ -62,7 +62,9 @@ def _list(args: argparse.Namespace, console: Console) -> int:
         status = []
         for device in ("cpu", "cuda"):
             reason = impl.unavailable_reason(device)
-            status.append("[green]available[/]" if reason is None else f"[yellow]no:[/] {reason}")
+            status.append(
+                f"[green]available[/] ({impl.execution_mode(device)})" if reason is None else f"[yellow]no:[/] {reason}"
+            )
         dtypes = ", ".join(str(d).removeprefix("torch.") for d in impl.dtypes)
         table.add_row(name, impl.computes.value, dtypes, "yes" if impl.autograd else "no", *status, impl.description)
     console.print(table)

@@ -59,6 +59,10 @@ class Implementation:
     availability: Callable[[torch.device], str | None] = _always_available
     autograd: bool = False
     description: str = ""
+    #: How it runs on a device, when that is not plain (e.g. "host emulation of a .cu").
+    execution: Callable[[torch.device], str] | None = None
+    #: Bytes it moves for (spec, input shape, itemsize), by its own traffic model.
+    traffic: Callable[[ShiftwiseSpec, tuple[int, int, int, int], int], int] | None = None
     source: Path | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -82,6 +86,11 @@ class Implementation:
         if device.type == "cuda" and not torch.cuda.is_available():
             return "no CUDA device (torch.cuda.is_available() is False)"
         return self.availability(device)
+
+    def execution_mode(self, device: str | torch.device = "cpu") -> str:
+        """How it runs on ``device`` (e.g. host emulation of a CUDA kernel), for listings."""
+        device = torch.device(device)
+        return self.execution(device) if self.execution is not None else f"native {device.type}"
 
     def __call__(self, x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec) -> Branches:
         """Validate the inputs, run the implementation, check and return its three branches."""

@@ -1,0 +1,63 @@
+"""Shared tooling for the project's CUDA C kernels: NVRTC builds with ptxas figures (no GPU
+needed), host execution of the same source on the CPU, and GPU launches via cuda-python."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+from harness.cudac.host import HostEmulationError, HostModule, host_compiler, unsupported_features
+from harness.cudac.nvrtc import ARCHITECTURES, PtxasFigures, compile_cuda, nvrtc_unavailable_reason
+from harness.cudac.source import CudaSource
+
+__all__ = [
+    "ARCHITECTURES",
+    "CudaSource",
+    "HostEmulationError",
+    "HostModule",
+    "PtxasFigures",
+    "compile_cuda",
+    "execution_mode",
+    "load_module",
+    "unavailable_reason",
+    "unsupported_features",
+]
+
+
+@functools.lru_cache(maxsize=None)
+def _load(path: Path, device: torch.device):
+    source = CudaSource.read(path)
+    if device.type == "cpu":
+        return HostModule.build(source)
+    from harness.cudac.device import DeviceModule
+
+    return DeviceModule.build(source, device)
+
+
+def load_module(path: str | Path, device: str | torch.device):
+    """The kernels of ``path`` for ``device``: a host build on ``cpu``, NVRTC + cuda.core on
+    ``cuda``. Built once per (file, device) in a process."""
+    return _load(Path(path).resolve(), torch.device(device))
+
+
+def unavailable_reason(path: str | Path, device: torch.device) -> str | None:
+    """Why the kernels of ``path`` cannot run on ``device`` here, or None."""
+    if device.type == "cpu":
+        if host_compiler() is None:
+            return "no C++ compiler for the host build (set CXX or install g++)"
+        refused = unsupported_features(CudaSource.read(path))
+        return f"host emulation cannot run it: {', '.join(refused)}" if refused else None
+    try:
+        import cuda.core  # noqa: F401
+    except ImportError as error:
+        return f"cuda-python is not installed ({error})"
+    return nvrtc_unavailable_reason()
+
+
+def execution_mode(path: str | Path, device: torch.device) -> str:
+    name = Path(path).name
+    if device.type == "cpu":
+        return f"host emulation: {name} built by the C++ compiler, run on the CPU (no GPU)"
+    return f"GPU: {name} built by NVRTC, launched with cuda.core on torch's current stream"

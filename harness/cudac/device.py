@@ -1,0 +1,39 @@
+"""GPU execution of a project ``.cu``: NVRTC for the device's architecture, launched through
+cuda-python's ``cuda.core`` on torch's current stream (no synchronisation, no copies)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from harness.cudac.nvrtc import compile_cuda
+from harness.cudac.source import CudaSource
+
+
+@dataclass(frozen=True)
+class DeviceModule:
+    source: CudaSource
+    device_index: int
+    kernels: dict
+
+    @classmethod
+    def build(cls, source: CudaSource, device: torch.device) -> DeviceModule:
+        from cuda.core import Device, ObjectCode
+
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        major, minor = torch.cuda.get_device_capability(index)
+        Device(index).set_current()
+        cubin = compile_cuda(source, f"sm_{major}{minor}").cubin
+        code = ObjectCode.from_cubin(cubin)
+        return cls(source, index, {name: code.get_kernel(name) for name in source.kernels})
+
+    def launch(self, kernel: str, grid: tuple[int, ...], block: tuple[int, ...], *args) -> None:
+        from cuda.core import LaunchConfig, Stream, launch
+
+        signature = self.source.kernels[kernel]
+        if len(args) != len(signature.params):
+            raise TypeError(f"kernel {kernel} takes {len(signature.params)} arguments, got {len(args)}")
+        packed = [arg if p.is_pointer else p.ctypes_type(arg) for p, arg in zip(signature.params, args)]
+        stream = Stream.from_handle(torch.cuda.current_stream(self.device_index).cuda_stream)
+        launch(stream, LaunchConfig(grid=grid, block=block), self.kernels[kernel], *packed)

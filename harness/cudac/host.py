@@ -1,0 +1,164 @@
+"""Host execution: build a project ``.cu`` for the CPU and launch its kernels over a whole grid.
+
+The same source that NVRTC compiles for sm_80/sm_90 is compiled here by the system C++
+compiler with ``host_runtime.h`` included first (CUDA's built-in indices, ``__shared__``,
+``__syncthreads`` as a real barrier, ``atomicAdd`` as a real atomic), plus one generated
+``extern "C"`` launcher per kernel, and loaded with ctypes. Sources that use what the
+emulation does not model are refused (see ``UNSUPPORTED``), never emulated wrongly.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.cudac.source import CudaSource
+
+RUNTIME_HEADER = Path(__file__).with_name("host_runtime.h")
+CXX_FLAGS = ("-std=c++20", "-O2", "-fPIC", "-shared", "-pthread", "-fno-fast-math", "-ffp-contract=off")
+
+#: Features the host emulation does not model: pattern -> what it is.
+UNSUPPORTED = {
+    r"__shfl\w*": "warp shuffles",
+    r"__ballot\w*|__any_sync|__all_sync|__match\w*|__reduce_\w+_sync": "warp votes and reductions",
+    r"__activemask|__syncwarp|\bwarpSize\b": "warp-level execution",
+    r"__syncthreads_(?:count|and|or)": "barrier reductions",
+    r"__threadfence\w*|__nanosleep": "memory fences",
+    r"cooperative_groups|\bthis_grid\b|\bgrid\.sync\b": "cooperative groups",
+    r"\bextern\s+__shared__": "dynamic shared memory",
+    r"\basm\b|\b__asm__\b": "inline PTX",
+    r"\btex\w*\d?D\b|\bsurf\w*\d?D\b": "texture and surface memory",
+    r"\batomic(?!Add\b)[A-Z]\w*": "atomics other than atomicAdd",
+}
+
+#: CUDA's limits, enforced here so a launch that would fail on a GPU fails on the host too.
+MAX_THREADS_PER_BLOCK = 1024
+MAX_BLOCK = (1024, 1024, 64)
+MAX_GRID = (2**31 - 1, 65535, 65535)
+
+
+class HostEmulationError(RuntimeError):
+    """A kernel did something the host emulation detected as invalid (e.g. divergent barriers)."""
+
+
+def host_compiler() -> str | None:
+    """The C++ compiler used for host builds: $CXX, else g++ or c++ on PATH."""
+    for candidate in (os.environ.get("CXX"), "g++", "c++"):
+        if candidate and shutil.which(candidate):
+            return shutil.which(candidate)
+    return None
+
+
+def unsupported_features(source: CudaSource) -> list[str]:
+    """What ``source`` uses that the host emulation cannot run faithfully."""
+    code = source.code
+    return [f"{what} ({match.group(0)})" for pattern, what in UNSUPPORTED.items() if (match := re.search(pattern, code))]
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("SW_HOST_BUILD_DIR") or Path(tempfile.gettempdir()) / f"sw-harness-host-{os.getuid()}"
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _launcher(signature) -> str:
+    params = ", ".join(f"{p.ctype} {p.name}" for p in signature.params)
+    args = ", ".join(p.name for p in signature.params)
+    sep = ", " if params else ""
+    return (
+        f'extern "C" int swemu_launch_{signature.name}(const unsigned* grid, const unsigned* block, '
+        f"int block_threads{sep}{params}, char* error, size_t error_size) {{\n"
+        f"    return ::swemu::launch(grid, block, block_threads != 0, [&] {{ {signature.name}({args}); }}, "
+        f"error, error_size);\n}}\n"
+    )
+
+
+@dataclass(frozen=True)
+class HostModule:
+    """A host build of one ``.cu``; ``launch`` runs a kernel over a whole grid on the CPU."""
+
+    source: CudaSource
+    library: ctypes.CDLL
+    #: True when the source uses __shared__ or __syncthreads: blocks then run one at a time
+    #: with one OS thread per CUDA thread.
+    block_threads: bool
+
+    @classmethod
+    def build(cls, source: CudaSource) -> HostModule:
+        refused = unsupported_features(source)
+        if refused:
+            raise HostEmulationError(
+                f"{source.path.name} uses what the host emulation does not model: {', '.join(refused)}"
+            )
+        compiler = host_compiler()
+        if compiler is None:
+            raise HostEmulationError("no C++ compiler found for the host build (set CXX, or install g++)")
+        unit = (
+            f'#include "{RUNTIME_HEADER}"\n#line 1 "{source.path}"\n{source.text}\n'
+            + "\n".join(_launcher(sig) for sig in source.kernels.values())
+        )
+        key = hashlib.sha256(
+            "\0".join([unit, RUNTIME_HEADER.read_text(), compiler, *CXX_FLAGS]).encode()
+        ).hexdigest()[:20]
+        library = _cache_dir() / f"{source.path.stem}-{key}.so"
+        if not library.exists():
+            with tempfile.TemporaryDirectory(dir=_cache_dir()) as scratch:
+                unit_path = Path(scratch) / f"{source.path.stem}.cpp"
+                unit_path.write_text(unit)
+                built = Path(scratch) / library.name
+                done = subprocess.run(
+                    [compiler, *CXX_FLAGS, str(unit_path), "-o", str(built)], capture_output=True, text=True
+                )
+                if done.returncode != 0:
+                    raise HostEmulationError(f"host build of {source.path.name} failed:\n{done.stderr}")
+                os.replace(built, library)  # atomic: concurrent builders never see a partial file
+        lib = ctypes.CDLL(str(library))
+        for sig in source.kernels.values():
+            fn = getattr(lib, f"swemu_launch_{sig.name}")
+            fn.argtypes = [
+                ctypes.POINTER(ctypes.c_uint),
+                ctypes.POINTER(ctypes.c_uint),
+                ctypes.c_int,
+                *(p.ctypes_type for p in sig.params),
+                ctypes.c_char_p,
+                ctypes.c_size_t,
+            ]
+            fn.restype = ctypes.c_int
+        block_threads = bool(re.search(r"__shared__|__syncthreads", source.code))
+        return cls(source, lib, block_threads)
+
+    def launch(self, kernel: str, grid: tuple[int, ...], block: tuple[int, ...], *args) -> None:
+        """Run ``kernel`` over ``grid`` x ``block``; pointer arguments are addresses (ints)."""
+        signature = self.source.kernels.get(kernel)
+        if signature is None:
+            raise KeyError(f"{self.source.path.name} has no kernel {kernel!r}; it has {sorted(self.source.kernels)}")
+        if len(args) != len(signature.params):
+            raise TypeError(f"kernel {kernel} takes {len(signature.params)} arguments, got {len(args)}")
+        grid3, block3 = _dims("grid", grid, MAX_GRID), _dims("block", block, MAX_BLOCK)
+        if block3[0] * block3[1] * block3[2] > MAX_THREADS_PER_BLOCK:
+            raise ValueError(f"block {block} has more than {MAX_THREADS_PER_BLOCK} threads")
+        error = ctypes.create_string_buffer(1024)
+        status = getattr(self.library, f"swemu_launch_{kernel}")(
+            (ctypes.c_uint * 3)(*grid3), (ctypes.c_uint * 3)(*block3), int(self.block_threads), *args, error, len(error)
+        )
+        if status != 0:
+            raise HostEmulationError(f"{self.source.path.name}: kernel {kernel}: {error.value.decode()}")
+
+
+def _dims(label: str, value: tuple[int, ...] | int, limits: tuple[int, int, int]) -> tuple[int, int, int]:
+    dims = (value,) if isinstance(value, int) else tuple(value)
+    if not 1 <= len(dims) <= 3:
+        raise ValueError(f"{label} must have 1 to 3 dimensions, got {value}")
+    dims = dims + (1,) * (3 - len(dims))
+    for axis, (size, limit) in enumerate(zip(dims, limits)):
+        if not 1 <= size <= limit:
+            raise ValueError(f"{label} dimension {'xyz'[axis]} must be in 1..{limit}, got {size}")
+    return dims  # type: ignore[return-value]
