@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from rich.console import Console
@@ -14,7 +17,7 @@ from rich.table import Table
 
 from harness.cases import Case, load_cases
 from harness.checking import DTYPES, MODES, CheckCase, CheckResult, check
-from harness.registry import discover
+from harness.registry import discover, impls_dir
 
 EXIT_OK, EXIT_MISMATCH = 0, 1
 
@@ -50,7 +53,41 @@ def _parser() -> argparse.ArgumentParser:
     checking.add_argument("--mode", choices=MODES, action="append", help="exact and/or float (default: both)")
     checking.add_argument("--dtype", choices=list(DTYPES), action="append", help="default: float32 and float64")
     checking.add_argument("--no-grad", action="store_true", help="skip the gradient checks")
+
+    kernels = commands.add_parser(
+        "kernels", help="build every .cu in the impls folder with NVRTC (sm_80, sm_90) and show ptxas figures"
+    )
+    kernels.set_defaults(command=_kernels)
+    kernels.add_argument("--output", type=Path, help="also write the table as markdown to this file")
+    kernels.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     return parser
+
+
+def _kernels(args: argparse.Namespace, console: Console) -> int:
+    from harness.cudac import nvrtc_unavailable_reason
+    from harness.cudac.report import kernel_table, kernel_table_markdown
+
+    reason = nvrtc_unavailable_reason()
+    if reason:
+        console.print(f"[red]cannot build kernels:[/] {reason}")
+        return EXIT_MISMATCH
+    if args.output and args.output.exists() and not args.overwrite:
+        console.print(f"[red]{args.output} exists[/]; pass --overwrite to replace it")
+        return EXIT_MISMATCH
+    folder = impls_dir(args.impls_dir)
+    markdown = kernel_table_markdown(kernel_table(folder.glob("*.cu")))
+    console.print(markdown, markup=False, soft_wrap=True)
+    if args.output:
+        write_atomically(args.output, f"# CUDA kernels: ptxas figures (NVRTC, no GPU needed)\n\n{markdown}\n")
+    return EXIT_OK
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write via a temporary file and a rename, so readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
+        handle.write(text)
+    os.replace(handle.name, path)
 
 
 def _list(args: argparse.Namespace, console: Console) -> int:

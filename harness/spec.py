@@ -234,7 +234,8 @@ class ShiftwiseSpec:
         vertical = shifts[self.slot_v].transpose(1, 2, 0).reshape(c * nk, e)
         pad_hv = np.concatenate([horizontal, vertical], axis=1).astype(_TABLE_DTYPE)
         idx_identit = (np.arange(c)[:, None] * nk + self.ident.T).astype(_TABLE_DTYPE)
-        return pad_hv, idx_identit
+        # C order, as the official code's tensors: kernels index them as flat row-major arrays.
+        return np.ascontiguousarray(pad_hv), np.ascontiguousarray(idx_identit)
 
     @classmethod
     def from_official_tables(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from harness import Branches, ShiftwiseSpec, cudac
@@ -29,11 +30,9 @@ MAX_ELEMENTS = (2**31 - 1) * BLOCK
 @functools.lru_cache(maxsize=64)
 def _tables(spec: ShiftwiseSpec, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     pad_hv, idx_identit = spec.to_official_tables()
-    return (
-        torch.tensor(pad_hv, device=device),
-        torch.tensor(idx_identit, device=device),
-        torch.tensor(spec.active.reshape(-1), dtype=torch.uint8, device=device),
-    )
+    tables = (pad_hv, idx_identit, spec.active.reshape(-1).astype(np.uint8))
+    # The kernels index these as flat row-major arrays: copies, contiguous, on the device.
+    return tuple(torch.tensor(table, device=device).contiguous() for table in tables)
 
 
 def _launch(kernel: str, spec: ShiftwiseSpec, y_shape, tensors, device: torch.device) -> None:

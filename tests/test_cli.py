@@ -51,3 +51,23 @@ def test_console_script_runs():
     done = subprocess.run([*command, "list"], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "torch_roll" in done.stdout
+
+
+def test_list_shows_the_atomic_kernel_in_host_emulation(capsys):
+    assert main(["list"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if "cuda_atomic" in line)
+    assert "available (host emulation" in line and "no CUDA device" in line
+
+
+def test_kernels_table_is_written_once_and_never_overwritten_silently(tmp_path, capsys):
+    output = tmp_path / "kernels.md"
+    assert main(["kernels", "--output", str(output)]) == 0
+    text = output.read_text()
+    for kernel in ("sw_scatter_f32", "sw_gather_adjoint_f32"):
+        for arch in ("sm_80", "sm_90"):
+            assert any(kernel in row and arch in row for row in text.splitlines())
+    output.write_text("earlier report")
+    assert main(["kernels", "--output", str(output)]) == 1
+    assert "exists" in capsys.readouterr().out and output.read_text() == "earlier report"
+    assert main(["kernels", "--output", str(output), "--overwrite"]) == 0
+    assert output.read_text() == text

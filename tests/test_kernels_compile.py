@@ -50,5 +50,5 @@ def test_ptxas_log_parsing():
     a, b = figures["a"], figures["b"]
     assert (a.registers, a.barriers, a.shared_bytes, a.constant_bytes) == (40, 1, 2048, 380)
     assert (a.stack_bytes, a.spill_stores, a.spill_loads) == (8, 4, 12)
-    assert (b.registers, b.shared_bytes, b.spill_stores) == (12, 0, 0)
+    assert (b.registers, b.shared_bytes, b.spill_stores, b.constant_bytes) == (12, 0, 0, None)
     assert parse_ptxas_log(log, "sm_90") == {}

@@ -24,6 +24,7 @@ def _sizes(entry):
 def test_official_tables_match_the_official_code(entry):
     pad_hv, idx_identit = ShiftwiseSpec.official(**_sizes(entry)).to_official_tables()
     assert pad_hv.dtype == np.int32 and idx_identit.dtype == np.int32
+    assert pad_hv.flags.c_contiguous and idx_identit.flags.c_contiguous
     np.testing.assert_array_equal(pad_hv, np.array(entry["pad_hv"]))
     np.testing.assert_array_equal(idx_identit, np.array(entry["idx_identit"]))
 

@@ -22,7 +22,8 @@ class PtxasFigures:
     arch: str
     registers: int
     shared_bytes: int
-    constant_bytes: int
+    #: kernel-parameter constant bank; ptxas reports it for sm_80 but not for sm_90 (None)
+    constant_bytes: int | None
     stack_bytes: int
     spill_stores: int
     spill_loads: int
@@ -90,7 +91,11 @@ def parse_ptxas_log(log: str, arch: str) -> dict[str, PtxasFigures]:
     for name, entry_arch, text in zip(blocks[1::3], blocks[2::3], blocks[3::3]):
         if entry_arch != arch:
             continue
+        # Absent figures are 0 (ptxas omits "smem" when there is none), but for cmem, which
+        # newer targets do not report at all.
         values = {key: int(m.group(1)) if (m := pattern.search(text)) else 0 for key, pattern in _FIGURES.items()}
+        if not _FIGURES["constant_bytes"].search(text):
+            values["constant_bytes"] = None
         if not _FIGURES["registers"].search(text):
             raise ValueError(f"ptxas log for {name} ({arch}) has no register count:\n{text}")
         result[name] = PtxasFigures(kernel=name, arch=arch, **values)
