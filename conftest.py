@@ -2,7 +2,8 @@
 
 Profiles (pick with ``--hypothesis-profile NAME`` or ``SW_HYPOTHESIS_PROFILE``):
 ``ci`` (default): derandomized, a bounded number of examples, so ``.ci/run`` stays well under
-its 20-minute budget on 2 cores; ``thorough``: many random examples for long runs.
+its 20-minute budget on 2 cores; ``thorough``: many random examples for long runs;
+``simulator``: few derandomized examples, for Numba's (slow) CUDA simulator.
 """
 
 import os
@@ -23,6 +24,15 @@ settings.register_profile(
 settings.register_profile(
     "thorough",
     max_examples=2000,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+# For Numba's CUDA simulator (tests/test_numba_simulator.py): Python threads per CUDA thread.
+settings.register_profile(
+    "simulator",
+    max_examples=25,
+    derandomize=True,
     deadline=None,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from harness.cases import Case, load_cases
 from harness.checking import DTYPES, MODES, CheckCase, CheckResult, check
-from harness.registry import discover, impls_dir
+from harness.registry import discover
 
 EXIT_OK, EXIT_MISMATCH = 0, 1
 
@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     checking.add_argument("--no-grad", action="store_true", help="skip the gradient checks")
 
     kernels = commands.add_parser(
-        "kernels", help="build every .cu in the impls folder with NVRTC (sm_80, sm_90) and show ptxas figures"
+        "kernels", help="build every implementation's GPU kernels for sm_80 and sm_90 and show their ptxas figures"
     )
     kernels.set_defaults(command=_kernels)
     kernels.add_argument("--output", type=Path, help="also write the table as markdown to this file")
@@ -74,11 +74,11 @@ def _kernels(args: argparse.Namespace, console: Console) -> int:
     if args.output and args.output.exists() and not args.overwrite:
         console.print(f"[red]{args.output} exists[/]; pass --overwrite to replace it")
         return EXIT_MISMATCH
-    folder = impls_dir(args.impls_dir)
-    markdown = kernel_table_markdown(kernel_table(folder.glob("*.cu")))
+    found = discover(args.impls_dir)
+    markdown = kernel_table_markdown(kernel_table(found.implementations.values()))
     console.print(markdown, markup=False, soft_wrap=True)
     if args.output:
-        write_atomically(args.output, f"# CUDA kernels: ptxas figures (NVRTC, no GPU needed)\n\n{markdown}\n")
+        write_atomically(args.output, f"# CUDA kernels: ptxas figures (no GPU needed)\n\n{markdown}\n")
     return EXIT_OK
 
 

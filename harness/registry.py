@@ -63,6 +63,11 @@ class Implementation:
     execution: Callable[[torch.device], str] | None = None
     #: Bytes it moves for (spec, input shape, itemsize), by its own traffic model.
     traffic: Callable[[ShiftwiseSpec, tuple[int, int, int, int], int], int] | None = None
+    #: Devices on which it runs GPU code in an emulation (host build, Numba's simulator):
+    #: checked like any other, on smaller shapes, and never benchmarked.
+    emulated_on: tuple[str, ...] = ()
+    #: ptxas figures of its GPU kernels for an architecture ("sm_80"), for the kernels table.
+    kernel_figures: Callable[[str], list] | None = None
     source: Path | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:

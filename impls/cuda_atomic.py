@@ -109,4 +109,6 @@ IMPLEMENTATION = Implementation(
     description="the paper's scatter kernel: one thread per conv-output element, atomicAdd into up to 2E+1 outputs",
     execution=lambda device: cudac.execution_mode(KERNEL_SOURCE, device),
     traffic=traffic,
+    emulated_on=("cpu",),
+    kernel_figures=lambda arch: cudac.source_figures(KERNEL_SOURCE, arch),
 )

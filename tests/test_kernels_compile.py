@@ -5,11 +5,13 @@ from pathlib import Path
 
 import pytest
 
+from harness import implementations
 from harness.cudac import ARCHITECTURES, CudaSource, compile_cuda, nvrtc_unavailable_reason
 from harness.cudac.nvrtc import parse_ptxas_log
 from harness.registry import DEFAULT_IMPLS_DIR
 
 SOURCES = sorted(DEFAULT_IMPLS_DIR.glob("*.cu")) + sorted((Path(__file__).parent / "cuda").glob("*.cu"))
+WITH_KERNELS = sorted(name for name, impl in implementations().items() if impl.kernel_figures is not None)
 
 
 def test_nvrtc_is_usable_here():
@@ -26,6 +28,18 @@ def test_compiles_without_spills(path, arch):
     for figures in compiled.figures.values():
         assert figures.registers > 0
         assert (figures.spill_stores, figures.spill_loads) == (0, 0), figures
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("name", WITH_KERNELS)
+def test_implementation_kernels_build_without_spills(name, arch):
+    figures = implementations()[name].kernel_figures(arch)
+    assert figures and all(f.arch == arch and f.registers > 0 for f in figures)
+    assert [(f.kernel, f.spill_stores, f.spill_loads) for f in figures] == [(f.kernel, 0, 0) for f in figures]
+
+
+def test_gpu_implementations_declare_their_kernels():
+    assert {"cuda_atomic", "numba_shared"} <= set(WITH_KERNELS)
 
 
 def test_the_atomic_kernels_are_all_there():

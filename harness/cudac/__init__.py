@@ -21,6 +21,7 @@ __all__ = [
     "compile_cuda",
     "execution_mode",
     "load_module",
+    "source_figures",
     "unavailable_reason",
     "unsupported_features",
 ]
@@ -54,6 +55,11 @@ def unavailable_reason(path: str | Path, device: torch.device) -> str | None:
     except ImportError as error:
         return f"cuda-python is not installed ({error})"
     return nvrtc_unavailable_reason()
+
+
+def source_figures(path: str | Path, arch: str) -> list[PtxasFigures]:
+    """ptxas figures of every kernel in ``path`` for ``arch`` (an NVRTC build, no GPU)."""
+    return list(compile_cuda(CudaSource.read(path), arch).figures.values())
 
 
 def execution_mode(path: str | Path, device: torch.device) -> str:

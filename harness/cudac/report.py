@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 import pandas as pd
 
-from harness.cudac.nvrtc import ARCHITECTURES, compile_cuda
-from harness.cudac.source import CudaSource
+from harness.cudac.nvrtc import ARCHITECTURES
 
 COLUMNS = {
-    "source": "source",
+    "implementation": "implementation",
     "kernel": "kernel",
     "arch": "arch",
     "registers": "registers/thread",
@@ -24,18 +22,24 @@ COLUMNS = {
 }
 
 
-def kernel_table(sources: Iterable[Path], archs: Iterable[str] = ARCHITECTURES) -> pd.DataFrame:
-    """One row per (source, kernel, architecture), built by NVRTC here (no GPU needed)."""
-    rows = []
-    for path in sorted(sources):
-        source = CudaSource.read(path)
-        for arch in archs:
-            for figures in compile_cuda(source, arch).figures.values():
-                rows.append({"source": path.name, **vars(figures)})
+def kernel_table(implementations: Iterable, archs: Iterable[str] = ARCHITECTURES) -> pd.DataFrame:
+    """One row per (implementation, kernel, architecture) of every implementation that
+    declares ``kernel_figures``; all built here, with no GPU."""
+    rows = [
+        {"implementation": impl.name, **vars(figures)}
+        for impl in implementations
+        if impl.kernel_figures is not None
+        for arch in archs
+        for figures in impl.kernel_figures(arch)
+    ]
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    return frame.sort_values(["source", "kernel", "arch"], ignore_index=True)
+    return frame.sort_values(["implementation", "kernel", "arch"], ignore_index=True)
 
 
 def kernel_table_markdown(frame: pd.DataFrame) -> str:
     shown = frame.astype({"constant_bytes": "Int64"}).astype({"constant_bytes": "string"})
-    return shown.fillna({"constant_bytes": "not reported"}).rename(columns=COLUMNS).to_markdown(index=False)
+    table = shown.fillna({"constant_bytes": "not reported"}).rename(columns=COLUMNS).to_markdown(index=False)
+    return table + (
+        "\n\nShared memory is what ptxas reports: static allocations. Dynamic shared memory is sized at"
+        "\nlaunch (numba_shared stages its rows and column tiles there, at most 48 KiB per block)."
+    )
