@@ -55,7 +55,6 @@ def test_unsupported_features_are_refused():
     [
         ("__syncwarp();", "warp-level execution"),
         ("__threadfence();", "memory fences"),
-        ("extern __shared__ float s[];", "dynamic shared memory"),
         ('asm("mov.u32 %0, %%laneid;" : "=r"(x));', "inline PTX"),
         ("atomicCAS(p, 0, 1);", "atomics other than atomicAdd"),
         ("int b = __ballot_sync(~0u, 1);", "warp votes"),
@@ -65,6 +64,23 @@ def test_each_unmodelled_feature_is_named(tmp_path, text, what):
     path = tmp_path / "k.cu"
     path.write_text(f'extern "C" __global__ void k(int* p) {{ int x; {text} }}\n')
     assert any(what in found for found in unsupported_features(CudaSource.read(path)))
+
+
+def test_dynamic_shared_memory_is_per_launch_and_per_block(probes):
+    x = torch.randint(-50, 50, (5 * 64,), generator=torch.Generator().manual_seed(2)).double()
+    sums = torch.zeros(5, dtype=torch.float64)
+    probes.launch("block_sums_dynamic", (5,), (64,), x.data_ptr(), sums.data_ptr(), shared_bytes=64 * 8)
+    assert torch.equal(sums, x.view(5, 64).sum(dim=1))
+    with pytest.raises(ValueError, match=r"dynamic shared memory must be in 0..49152 bytes, got 50000"):
+        probes.launch("block_sums_dynamic", (5,), (64,), x.data_ptr(), sums.data_ptr(), shared_bytes=50000)
+
+
+def test_dynamic_shared_memory_outside_a_kernel_is_refused(tmp_path):
+    path = tmp_path / "k.cu"
+    path.write_text('extern __shared__ float s[];\nextern "C" __global__ void k(float* p) { p[0] = s[0]; }\n')
+    assert unsupported_features(CudaSource.read(path)) == [
+        "dynamic shared memory declared outside a kernel (extern __shared__ float s[];)"
+    ]
 
 
 def test_launch_limits_match_cuda(probes):

@@ -28,7 +28,9 @@ class DeviceModule:
         code = ObjectCode.from_cubin(cubin)
         return cls(source, index, {name: code.get_kernel(name) for name in source.kernels})
 
-    def launch(self, kernel: str, grid: tuple[int, ...], block: tuple[int, ...], *args) -> None:
+    def launch(
+        self, kernel: str, grid: tuple[int, ...], block: tuple[int, ...], *args, shared_bytes: int = 0
+    ) -> None:
         from cuda.core import LaunchConfig, Stream, launch
 
         signature = self.source.kernels[kernel]
@@ -36,4 +38,5 @@ class DeviceModule:
             raise TypeError(f"kernel {kernel} takes {len(signature.params)} arguments, got {len(args)}")
         packed = [arg if p.is_pointer else p.ctypes_type(arg) for p, arg in zip(signature.params, args)]
         stream = Stream.from_handle(torch.cuda.current_stream(self.device_index).cuda_stream)
-        launch(stream, LaunchConfig(grid=grid, block=block), self.kernels[kernel], *packed)
+        config = LaunchConfig(grid=grid, block=block, shmem_size=shared_bytes)
+        launch(stream, config, self.kernels[kernel], *packed)

@@ -32,14 +32,20 @@ UNSUPPORTED = {
     r"__syncthreads_(?:count|and|or)": "barrier reductions",
     r"__threadfence\w*|__nanosleep": "memory fences",
     r"cooperative_groups|\bthis_grid\b|\bgrid\.sync\b": "cooperative groups",
-    r"\bextern\s+__shared__": "dynamic shared memory",
     r"\basm\b|\b__asm__\b": "inline PTX",
     r"\btex\w*\d?D\b|\bsurf\w*\d?D\b": "texture and surface memory",
     r"\batomic(?!Add\b)[A-Z]\w*": "atomics other than atomicAdd",
 }
 
+#: ``extern __shared__ T name[];`` inside a kernel becomes a pointer to the launch's buffer.
+_DYNAMIC_SHARED = re.compile(
+    r"extern\s+__shared__\s+(?:__align__\(\s*\d+\s*\)\s+)?((?:unsigned\s+)?\w+)\s+(\w+)\s*\[\s*\]\s*;"
+)
+
 #: CUDA's limits, enforced here so a launch that would fail on a GPU fails on the host too.
 MAX_THREADS_PER_BLOCK = 1024
+#: Dynamic shared memory a launch may ask for without opting in (cudaFuncSetAttribute).
+MAX_DYNAMIC_SHARED = 48 * 1024
 MAX_BLOCK = (1024, 1024, 64)
 MAX_GRID = (2**31 - 1, 65535, 65535)
 
@@ -59,7 +65,19 @@ def host_compiler() -> str | None:
 def unsupported_features(source: CudaSource) -> list[str]:
     """What ``source`` uses that the host emulation cannot run faithfully."""
     code = source.code
-    return [f"{what} ({match.group(0)})" for pattern, what in UNSUPPORTED.items() if (match := re.search(pattern, code))]
+    found = [f"{what} ({match.group(0)})" for pattern, what in UNSUPPORTED.items() if (match := re.search(pattern, code))]
+    for match in re.finditer(r"extern\s+__shared__[^;]*;", code):
+        if not _DYNAMIC_SHARED.fullmatch(match.group(0)):
+            found.append(f"a dynamic shared memory declaration it cannot read ({match.group(0)})")
+        elif code[: match.start()].count("{") == code[: match.start()].count("}"):
+            found.append(f"dynamic shared memory declared outside a kernel ({match.group(0)})")
+    return found
+
+
+def _host_source(text: str) -> str:
+    """The kernel source as the host build compiles it: each in-kernel ``extern __shared__``
+    array becomes a pointer to the current launch's dynamic shared memory."""
+    return _DYNAMIC_SHARED.sub(r"\1* \2 = reinterpret_cast<\1*>(::swemu::dynamic_shared);", text)
 
 
 def _cache_dir() -> Path:
@@ -75,9 +93,9 @@ def _launcher(signature) -> str:
     sep = ", " if params else ""
     return (
         f'extern "C" int swemu_launch_{signature.name}(const unsigned* grid, const unsigned* block, '
-        f"int block_threads{sep}{params}, char* error, size_t error_size) {{\n"
-        f"    return ::swemu::launch(grid, block, block_threads != 0, [&] {{ {signature.name}({args}); }}, "
-        f"error, error_size);\n}}\n"
+        f"int block_threads, size_t shared_bytes{sep}{params}, char* error, size_t error_size) {{\n"
+        f"    return ::swemu::launch(grid, block, block_threads != 0, shared_bytes, "
+        f"[&] {{ {signature.name}({args}); }}, error, error_size);\n}}\n"
     )
 
 
@@ -102,7 +120,7 @@ class HostModule:
         if compiler is None:
             raise HostEmulationError("no C++ compiler found for the host build (set CXX, or install g++)")
         unit = (
-            f'#include "{RUNTIME_HEADER}"\n#line 1 "{source.path}"\n{source.text}\n'
+            f'#include "{RUNTIME_HEADER}"\n#line 1 "{source.path}"\n{_host_source(source.text)}\n'
             + "\n".join(_launcher(sig) for sig in source.kernels.values())
         )
         key = hashlib.sha256(
@@ -127,6 +145,7 @@ class HostModule:
                 ctypes.POINTER(ctypes.c_uint),
                 ctypes.POINTER(ctypes.c_uint),
                 ctypes.c_int,
+                ctypes.c_size_t,
                 *(p.ctypes_type for p in sig.params),
                 ctypes.c_char_p,
                 ctypes.c_size_t,
@@ -135,8 +154,11 @@ class HostModule:
         block_threads = bool(re.search(r"__shared__|__syncthreads", source.code))
         return cls(source, lib, block_threads)
 
-    def launch(self, kernel: str, grid: tuple[int, ...], block: tuple[int, ...], *args) -> None:
-        """Run ``kernel`` over ``grid`` x ``block``; pointer arguments are addresses (ints)."""
+    def launch(
+        self, kernel: str, grid: tuple[int, ...], block: tuple[int, ...], *args, shared_bytes: int = 0
+    ) -> None:
+        """Run ``kernel`` over ``grid`` x ``block`` with ``shared_bytes`` of dynamic shared
+        memory; pointer arguments are addresses (ints)."""
         signature = self.source.kernels.get(kernel)
         if signature is None:
             raise KeyError(f"{self.source.path.name} has no kernel {kernel!r}; it has {sorted(self.source.kernels)}")
@@ -145,9 +167,17 @@ class HostModule:
         grid3, block3 = _dims("grid", grid, MAX_GRID), _dims("block", block, MAX_BLOCK)
         if block3[0] * block3[1] * block3[2] > MAX_THREADS_PER_BLOCK:
             raise ValueError(f"block {block} has more than {MAX_THREADS_PER_BLOCK} threads")
+        if not 0 <= shared_bytes <= MAX_DYNAMIC_SHARED:
+            raise ValueError(f"dynamic shared memory must be in 0..{MAX_DYNAMIC_SHARED} bytes, got {shared_bytes}")
         error = ctypes.create_string_buffer(1024)
         status = getattr(self.library, f"swemu_launch_{kernel}")(
-            (ctypes.c_uint * 3)(*grid3), (ctypes.c_uint * 3)(*block3), int(self.block_threads), *args, error, len(error)
+            (ctypes.c_uint * 3)(*grid3),
+            (ctypes.c_uint * 3)(*block3),
+            int(self.block_threads),
+            shared_bytes,
+            *args,
+            error,
+            len(error),
         )
         if status != 0:
             raise HostEmulationError(f"{self.source.path.name}: kernel {kernel}: {error.value.decode()}")

@@ -6,6 +6,8 @@
 //   - __global__, __device__, __host__, __forceinline__, __restrict__, __launch_bounds__;
 //   - __shared__ memory: one copy per kernel (static storage); blocks that use it run one at a
 //     time, so each block sees its own (uninitialised, as on a GPU) contents;
+//   - dynamic shared memory (extern __shared__ T name[] inside a kernel; the Python side rewrites
+//     it to a pointer into a per-launch buffer, filled with 0xFF bytes so stale reads show up);
 //   - __syncthreads(): a real barrier among the threads of a block, which run as real OS threads
 //     (like Numba's CUDA simulator); a block whose threads reach different barriers (one returned
 //     early while others wait) is reported as an error, not silently mis-synchronised;
@@ -15,8 +17,8 @@
 // What is NOT modelled (the Python side refuses sources that use it, see harness/cudac/host.py):
 //   warp-level primitives (__shfl*, __ballot*, __any/__all_sync, __activemask, __syncwarp,
 //   warpSize), memory fences and ordering beyond __syncthreads (__threadfence*), cooperative
-//   groups, dynamic shared memory (extern __shared__), inline PTX (asm), texture/surface memory,
-//   and atomics other than atomicAdd. Kernels without __shared__/__syncthreads run their blocks
+//   groups, extern __shared__ at file scope, inline PTX (asm), texture/surface memory, and
+//   atomics other than atomicAdd. Kernels without __shared__/__syncthreads run their blocks
 //   on a few worker threads and the threads of a block one after another, so a race between
 //   threads of one block cannot show up here.
 #pragma once
@@ -42,6 +44,9 @@ struct dim3 {
 namespace swemu {
 
 inline thread_local dim3 thread_idx, block_idx, block_dim, grid_dim;
+
+// The current launch's dynamic shared memory (blocks using it run one at a time).
+inline unsigned char* dynamic_shared = nullptr;
 
 // Thrown through a kernel body to stop a launch whose block barriers diverged.
 struct Divergence {};
@@ -117,8 +122,15 @@ inline dim3 unflatten(unsigned long long index, dim3 extent) {
 }
 
 // Returns 0 on success; otherwise writes a message into `error` and returns non-zero.
-inline int launch(const unsigned* grid_xyz, const unsigned* block_xyz, bool block_threads,
+inline int launch(const unsigned* grid_xyz, const unsigned* block_xyz, bool block_threads, size_t shared_bytes,
                   const std::function<void()>& body, char* error, size_t error_size) {
+    // One launch at a time per process: __shared__ storage and dynamic_shared are global.
+    static std::mutex launch_mutex;
+    std::lock_guard<std::mutex> launch_lock(launch_mutex);
+    // Filled with a NaN-like pattern: a kernel reading shared memory it never wrote shows up.
+    std::vector<unsigned char> shared_buffer(shared_bytes + 16, 0xFF);
+    dynamic_shared = reinterpret_cast<unsigned char*>(
+        (reinterpret_cast<uintptr_t>(shared_buffer.data()) + 15) & ~static_cast<uintptr_t>(15));
     const dim3 grid{grid_xyz[0], grid_xyz[1], grid_xyz[2]};
     const dim3 block{block_xyz[0], block_xyz[1], block_xyz[2]};
     const unsigned long long blocks = 1ULL * grid.x * grid.y * grid.z;
@@ -210,6 +222,7 @@ inline T atomic_add(T* address, T value) {
 #define __noinline__
 #define __launch_bounds__(...)
 #define __shared__ static
+#define __align__(n) alignas(n)
 
 inline void __syncthreads() { ::swemu::syncthreads(); }
 inline float atomicAdd(float* a, float v) { return ::swemu::atomic_add(a, v); }

@@ -33,3 +33,16 @@ extern "C" __global__ void divergent_barrier(float* x) {
     __syncthreads();
     x[threadIdx.x] = 1.0f;
 }
+
+// Block sum through dynamic shared memory (size given at launch).
+extern "C" __global__ void block_sums_dynamic(const double* x, double* sums) {
+    extern __shared__ __align__(16) double tile[];
+    const unsigned t = threadIdx.x;
+    tile[t] = x[blockIdx.x * blockDim.x + t];
+    __syncthreads();
+    for (unsigned stride = blockDim.x / 2; stride > 0; stride /= 2) {
+        if (t < stride) tile[t] += tile[t + stride];
+        __syncthreads();
+    }
+    if (t == 0) sums[blockIdx.x] = tile[0];
+}
