@@ -10,7 +10,7 @@ Two kernels take the small conv's output ``y`` (the harness runs the conv):
   needed kernels' columns ``x0 + e ..`` over the full height, and gathers the vertical moves.
 
 Pruned kernels and slots whose shift puts them wholly outside the map are dropped on the host
-(``_move_tables``), so they cost neither staging nor moves. The sums are gathers in a fixed
+(``harness.moves``), so they cost neither staging nor moves. The sums are gathers in a fixed
 order: results are deterministic. On a GPU the kernels run on torch tensors through the CUDA
 array interface on torch's current stream; without one they run, unchanged, in Numba's CUDA
 simulator (``NUMBA_ENABLE_CUDASIM=1`` before numba is imported), which is only for checking.
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from harness import Branches, ShiftwiseSpec
+from harness.moves import move_tables
 from harness.registry import Computes, Implementation
 
 SIMULATOR_ENV = "NUMBA_ENABLE_CUDASIM"
@@ -127,43 +128,6 @@ def _kernels(dtype_name: str):
     return rows_kernel, columns_kernel
 
 
-def _move_tables(slots: np.ndarray, spec: ShiftwiseSpec, extent: int, output: int):
-    """Per channel: the kernels to stage (active, with an in-map move) and the moves
-    (staged row, shift), padded with -1. A move by shift s is in the map when some output
-    position p in 0..output-1 reads y at p - s in 0..extent-1."""
-    shifts = np.asarray(spec.shifts)
-    rows, moves = [], []
-    for c in range(spec.channels):
-        channel_moves = []
-        for g in range(spec.groups):
-            for j in range(spec.nk):
-                s = int(shifts[slots[g, c, j]])
-                if spec.active[c, j] and -s < extent and s <= output - 1:
-                    channel_moves.append((j, s))
-        staged = sorted({j for j, _ in channel_moves})
-        rows.append(staged)
-        moves.append([(staged.index(j), s) for j, s in channel_moves])
-    width = max(1, max(map(len, rows)))
-    count = max(1, max(map(len, moves)))
-    row_table = np.full((spec.channels, width), -1, dtype=np.int32)
-    move_table = np.full((spec.channels, count, 2), -1, dtype=np.int32)
-    for c in range(spec.channels):
-        row_table[c, : len(rows[c])] = rows[c]
-        if moves[c]:
-            move_table[c, : len(moves[c])] = moves[c]
-    return row_table, move_table
-
-
-@functools.lru_cache(maxsize=64)
-def _tables(spec: ShiftwiseSpec, height: int, width: int):
-    e = spec.extra_pad
-    rows, row_moves = _move_tables(spec.slot_h, spec, width + 2 * e, width)
-    columns, column_moves = _move_tables(spec.slot_v, spec, height + 2 * e, height)
-    identity = np.arange(spec.channels)[None, :] * spec.nk + spec.ident  # (E, C) flat kernel
-    identity = np.where(spec.active[np.arange(spec.channels)[None, :], spec.ident], identity, -1).T
-    return rows, row_moves, columns, column_moves, np.ascontiguousarray(identity, dtype=np.int32)
-
-
 def _column_tile(staged_kernels: int, hy: int, itemsize: int) -> int:
     """Widest tile (<= 32 columns, a power of two) whose staged columns fit in shared memory."""
     for tile in (32, 16, 8, 4, 2, 1):
@@ -181,7 +145,10 @@ def shift_add(y: torch.Tensor, spec: ShiftwiseSpec) -> Branches:
     e = spec.extra_pad
     batch, _, hy, wy = y.shape
     height, width = hy - 2 * e, wy - 2 * e
-    rows, row_moves, columns, column_moves, identity = _tables(spec, height, width)
+    tables = move_tables(spec, height, width)
+    rows, row_moves, columns, column_moves, identity = (
+        tables.rows, tables.row_moves, tables.columns, tables.column_moves, tables.identity
+    )
     itemsize = y.element_size()
     if rows.shape[1] * wy * itemsize > SHARED_LIMIT:
         raise ValueError(f"numba_shared: {rows.shape[1]} staged rows of width {wy} exceed {SHARED_LIMIT} bytes of shared memory")
@@ -237,13 +204,11 @@ def traffic(spec: ShiftwiseSpec, shape, itemsize: int) -> int:
 
     batch, channels, height, width = shape
     e = spec.extra_pad
-    rows, _, columns, _, identity = _tables(spec, height, width)
-    staged_rows = int((rows >= 0).sum())
-    staged_columns = int((columns >= 0).sum())
+    tables = move_tables(spec, height, width)
     y_reads = batch * (
-        staged_rows * height * (width + 2 * e)
-        + staged_columns * (height + 2 * e) * width
-        + int((identity >= 0).sum()) * height * width
+        tables.staged_rows * height * (width + 2 * e)
+        + tables.staged_columns * (height + 2 * e) * width
+        + int((tables.identity >= 0).sum()) * height * width
     )
     return compulsory_bytes(spec, shape, itemsize) + itemsize * (conv_output_elements(spec, shape) + y_reads)
 

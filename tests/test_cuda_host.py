@@ -31,7 +31,7 @@ def test_atomic_add_is_atomic_across_concurrent_blocks(probes):
 
 
 def test_syncthreads_is_a_real_barrier_and_shared_memory_is_per_block(probes):
-    assert probes.block_threads
+    assert probes.fiber_mode
     x = torch.randint(-50, 50, (6 * 256,), generator=torch.Generator().manual_seed(1)).float()
     sums = torch.zeros(6)
     probes.launch("block_sums", (6,), (256,), x.data_ptr(), sums.data_ptr())
@@ -40,7 +40,7 @@ def test_syncthreads_is_a_real_barrier_and_shared_memory_is_per_block(probes):
 
 def test_divergent_barriers_are_reported_not_hung(probes):
     x = torch.zeros(64)
-    with pytest.raises(HostEmulationError, match="divergent __syncthreads in block 0"):
+    with pytest.raises(HostEmulationError, match="block 0: divergent __syncthreads"):
         probes.launch("divergent_barrier", (2,), (32,), x.data_ptr())
 
 

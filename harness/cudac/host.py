@@ -93,8 +93,8 @@ def _launcher(signature) -> str:
     sep = ", " if params else ""
     return (
         f'extern "C" int swemu_launch_{signature.name}(const unsigned* grid, const unsigned* block, '
-        f"int block_threads, size_t shared_bytes{sep}{params}, char* error, size_t error_size) {{\n"
-        f"    return ::swemu::launch(grid, block, block_threads != 0, shared_bytes, "
+        f"int fiber_mode, size_t shared_bytes{sep}{params}, char* error, size_t error_size) {{\n"
+        f"    return ::swemu::launch(grid, block, fiber_mode != 0, shared_bytes, "
         f"[&] {{ {signature.name}({args}); }}, error, error_size);\n}}\n"
     )
 
@@ -105,9 +105,9 @@ class HostModule:
 
     source: CudaSource
     library: ctypes.CDLL
-    #: True when the source uses __shared__ or __syncthreads: blocks then run one at a time
-    #: with one OS thread per CUDA thread.
-    block_threads: bool
+    #: True when the source uses __shared__ or __syncthreads: each CUDA thread of a block then
+    #: runs as a fiber, switching at every __syncthreads.
+    fiber_mode: bool
 
     @classmethod
     def build(cls, source: CudaSource) -> HostModule:
@@ -151,8 +151,8 @@ class HostModule:
                 ctypes.c_size_t,
             ]
             fn.restype = ctypes.c_int
-        block_threads = bool(re.search(r"__shared__|__syncthreads", source.code))
-        return cls(source, lib, block_threads)
+        fiber_mode = bool(re.search(r"__shared__|__syncthreads", source.code))
+        return cls(source, lib, fiber_mode)
 
     def launch(
         self, kernel: str, grid: tuple[int, ...], block: tuple[int, ...], *args, shared_bytes: int = 0
@@ -173,7 +173,7 @@ class HostModule:
         status = getattr(self.library, f"swemu_launch_{kernel}")(
             (ctypes.c_uint * 3)(*grid3),
             (ctypes.c_uint * 3)(*block3),
-            int(self.block_threads),
+            int(self.fiber_mode),
             shared_bytes,
             *args,
             error,

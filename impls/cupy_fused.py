@@ -1,0 +1,186 @@
+"""The whole SW operator fused in one pass per strip branch (``cupy_fused.cu``), run by CuPy.
+
+The kernels compute the small convolution inside shared memory and gather the shift-and-add
+from there, so the conv output (nk times the input) never reaches global memory; pruned
+kernels and wholly off-map slots are skipped through the move tables (``harness.moves``).
+Only this wrapper uses CuPy: on a GPU it compiles the plain CUDA C source with
+``cupy.RawModule`` and launches on torch's current stream with DLPack views (no copies);
+without one, the same source runs as a host build (``harness.cudac``), which is how CI checks it.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness import Branches, ShiftwiseSpec, cudac
+from harness.moves import move_tables
+from harness.registry import Computes, Implementation
+
+KERNEL_SOURCE = Path(__file__).with_suffix(".cu")
+BLOCK = 128
+#: Dynamic shared memory per block without opting in to more (sm_80, sm_90).
+SHARED_LIMIT = 48 * 1024
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+_NUMPY_SCALAR = {"int": np.int32, "long long": np.int64, "float": np.float32, "double": np.float64}
+
+
+def _rows_shared_bytes(spec: ShiftwiseSpec, width: int, staged: int, moves: int, itemsize: int) -> int:
+    k, e = spec.small_kernel, spec.extra_pad
+    return itemsize * (k * (width + 2 * (k - 1)) + staged * (width + 2 * e)) + 4 * (2 * moves + staged)
+
+
+def _columns_shared_bytes(spec: ShiftwiseSpec, height: int, staged: int, moves: int, tile: int, itemsize: int) -> int:
+    k, e = spec.small_kernel, spec.extra_pad
+    return itemsize * ((height + 2 * (k - 1)) * (tile + k - 1) + staged * (height + 2 * e) * tile) + 4 * (
+        2 * moves + staged
+    )
+
+
+def launch_plan(spec: ShiftwiseSpec, shape, itemsize: int) -> dict:
+    """Grids, blocks, column tile and shared memory of both kernels, or a ValueError when a
+    row of the map does not fit in shared memory."""
+    batch, channels, height, width = shape
+    tables = move_tables(spec, height, width)
+    rows_bytes = _rows_shared_bytes(spec, width, tables.rows.shape[1], tables.row_moves.shape[1], itemsize)
+    if rows_bytes > SHARED_LIMIT:
+        raise ValueError(f"cupy_fused: a {width}-wide row needs {rows_bytes} bytes of shared memory, over {SHARED_LIMIT}")
+    for tile in (32, 16, 8, 4, 2, 1):
+        columns_bytes = _columns_shared_bytes(
+            spec, height, tables.columns.shape[1], tables.column_moves.shape[1], tile, itemsize
+        )
+        if columns_bytes <= SHARED_LIMIT:
+            break
+    else:
+        raise ValueError(f"cupy_fused: a {height}-high column needs {columns_bytes} bytes of shared memory, over {SHARED_LIMIT}")
+    return {
+        "rows": ((batch * channels * height,), (min(BLOCK, 32 * -(-width // 32)),), rows_bytes),
+        "columns": ((batch * channels * -(-width // tile),), (BLOCK,), columns_bytes),
+        "tile": tile,
+    }
+
+
+@functools.lru_cache(maxsize=64)
+def _device_tables(spec: ShiftwiseSpec, height: int, width: int, device: torch.device):
+    tables = move_tables(spec, height, width)
+    arrays = (tables.rows, tables.row_moves, tables.identity, tables.columns, tables.column_moves)
+    return tuple(torch.tensor(a, device=device).contiguous() for a in arrays)
+
+
+@functools.lru_cache(maxsize=None)
+def _cupy_module(device_index: int):
+    import cupy
+
+    with cupy.cuda.Device(device_index):
+        return cupy.RawModule(code=KERNEL_SOURCE.read_text(), options=("-std=c++17",))
+
+
+def _launcher(device: torch.device):
+    """``launch(kernel, grid, block, *args, shared_bytes=)`` for the device: the host build on
+    the CPU, CuPy on a GPU (torch's current stream, DLPack views of the tensors)."""
+    if device.type == "cpu":
+        module = cudac.load_module(KERNEL_SOURCE, device)
+
+        def launch(kernel, grid, block, *args, shared_bytes):
+            module.launch(kernel, grid, block, *(a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args),
+                          shared_bytes=shared_bytes)  # fmt: skip
+
+        return launch
+
+    import cupy
+
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    module = _cupy_module(index)
+    signatures = cudac.CudaSource.read(KERNEL_SOURCE).kernels
+
+    def launch(kernel, grid, block, *args, shared_bytes):
+        params = signatures[kernel].params
+        packed = [
+            cupy.from_dlpack(a) if isinstance(a, torch.Tensor) else _NUMPY_SCALAR[p.ctype](a) for p, a in zip(params, args)
+        ]
+        with cupy.cuda.Device(index), cupy.cuda.ExternalStream(torch.cuda.current_stream(index).cuda_stream):
+            module.get_function(kernel)(grid, block, tuple(packed), shared_mem=shared_bytes)
+
+    return launch
+
+
+def forward(x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec) -> Branches:
+    x, weight = x.contiguous(), weight.contiguous()
+    batch, channels, height, width = x.shape
+    plan = launch_plan(spec, x.shape, x.element_size())
+    rows, row_moves, identity, columns, column_moves = _device_tables(spec, height, width, x.device)
+    out_h, out_v, out_i = (torch.empty_like(x) for _ in range(3))
+    launch = _launcher(x.device)
+    suffix = _SUFFIX[x.dtype]
+    sizes = (channels, height, width, spec.nk, spec.small_kernel)
+    grid, block, shared = plan["rows"]
+    launch(
+        f"sw_fused_rows_{suffix}", grid, block, x, weight, out_h, out_i, rows, row_moves, identity,
+        rows.shape[1], row_moves.shape[1], *sizes, spec.groups, shared_bytes=shared,
+    )  # fmt: skip
+    grid, block, shared = plan["columns"]
+    launch(
+        f"sw_fused_columns_{suffix}", grid, block, x, weight, out_v, columns, column_moves,
+        columns.shape[1], column_moves.shape[1], *sizes, plan["tile"], shared_bytes=shared,
+    )  # fmt: skip
+    return Branches(out_h, out_v, out_i)
+
+
+def _overlap(start: int, length: int, limit: int) -> int:
+    """How many of start .. start+length-1 lie in 0 .. limit-1."""
+    return max(0, min(start + length, limit) - max(start, 0))
+
+
+def traffic(spec: ShiftwiseSpec, shape, itemsize: int) -> int:
+    """What the two kernels read and write: the outputs once; the input with the tiles' halos
+    (zero padding is not read); each block's weights of the kernels it stages (and the identity
+    picks, for row blocks); each block's channel tables."""
+    batch, channels, height, width = shape
+    k, r = spec.small_kernel, spec.small_kernel // 2
+    tile = launch_plan(spec, shape, itemsize)["tile"]
+    tables = move_tables(spec, height, width)
+    tiles = range(0, width, tile)
+    per_plane = (
+        sum(_overlap(i - r, k, height) for i in range(height)) * width  # rows kernel: k input rows per row
+        + height * sum(_overlap(x0 - r, tile + k - 1, width) for x0 in tiles)  # columns kernel: tile + halo
+    )
+    identity_picks = int((tables.identity >= 0).sum())
+    weights = k * k * (height * (tables.staged_rows + identity_picks) + len(tiles) * tables.staged_columns)
+    table_ints = height * (tables.rows.size + tables.row_moves.size + tables.identity.size) + len(tiles) * (
+        tables.columns.size + tables.column_moves.size
+    )
+    outputs = 3 * channels * height * width
+    return batch * (itemsize * (channels * per_plane + weights + outputs) + 4 * table_ints)
+
+
+def _availability(device: torch.device) -> str | None:
+    if device.type == "cuda":
+        try:
+            import cupy  # noqa: F401
+        except ImportError as error:
+            return f"CuPy is not installed ({error}); install cupy-cuda13x (or cupy-cuda12x for a CUDA 12 driver)"
+    return cudac.unavailable_reason(KERNEL_SOURCE, device)
+
+
+def _execution(device: torch.device) -> str:
+    if device.type == "cpu":
+        return cudac.execution_mode(KERNEL_SOURCE, device)
+    return "GPU: cupy.RawModule (NVRTC) on torch's current stream, DLPack views"
+
+
+IMPLEMENTATION = Implementation(
+    name="cupy_fused",
+    fn=forward,
+    computes=Computes.OPERATOR,
+    devices=("cpu", "cuda"),
+    dtypes=(torch.float32, torch.float64),
+    availability=_availability,
+    description="small conv fused with the shift-and-add in shared memory: the conv output never reaches memory",
+    execution=_execution,
+    traffic=traffic,
+    emulated_on=("cpu",),
+    kernel_figures=lambda arch: cudac.source_figures(KERNEL_SOURCE, arch),
+)
