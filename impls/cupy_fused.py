@@ -19,6 +19,7 @@ import torch
 from harness import Branches, ShiftwiseSpec, cudac
 from harness.moves import move_tables
 from harness.registry import Computes, Implementation
+from harness.traffic import compulsory_bytes
 
 KERNEL_SOURCE = Path(__file__).with_suffix(".cu")
 BLOCK = 128
@@ -135,25 +136,19 @@ def _overlap(start: int, length: int, limit: int) -> int:
 
 
 def traffic(spec: ShiftwiseSpec, shape, itemsize: int) -> int:
-    """What the two kernels read and write: the outputs once; the input with the tiles' halos
-    (zero padding is not read); each block's weights of the kernels it stages (and the identity
-    picks, for row blocks); each block's channel tables."""
+    """Compulsory bytes plus the halo reads of the tiles: each output row reads its k input
+    rows, each column tile its columns plus k - 1 (zero padding is not read), so the input is
+    read about twice, not once. The weights and tables, re-read by every block but a few KiB
+    per channel that stay in cache, are counted once, as in the compulsory bytes."""
     batch, channels, height, width = shape
     k, r = spec.small_kernel, spec.small_kernel // 2
     tile = launch_plan(spec, shape, itemsize)["tile"]
-    tables = move_tables(spec, height, width)
-    tiles = range(0, width, tile)
     per_plane = (
-        sum(_overlap(i - r, k, height) for i in range(height)) * width  # rows kernel: k input rows per row
-        + height * sum(_overlap(x0 - r, tile + k - 1, width) for x0 in tiles)  # columns kernel: tile + halo
+        sum(_overlap(i - r, k, height) for i in range(height)) * width  # rows kernel
+        + height * sum(_overlap(x0 - r, tile + k - 1, width) for x0 in range(0, width, tile))  # columns kernel
     )
-    identity_picks = int((tables.identity >= 0).sum())
-    weights = k * k * (height * (tables.staged_rows + identity_picks) + len(tiles) * tables.staged_columns)
-    table_ints = height * (tables.rows.size + tables.row_moves.size + tables.identity.size) + len(tiles) * (
-        tables.columns.size + tables.column_moves.size
-    )
-    outputs = 3 * channels * height * width
-    return batch * (itemsize * (channels * per_plane + weights + outputs) + 4 * table_ints)
+    halo = batch * channels * (per_plane - height * width)  # reads beyond the compulsory one
+    return compulsory_bytes(spec, shape, itemsize) + itemsize * halo
 
 
 def _availability(device: torch.device) -> str | None:

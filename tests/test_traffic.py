@@ -64,3 +64,43 @@ def test_atomic_launch_refuses_grids_past_its_limit():
     huge = (2**13, 4096 * spec.nk, 2**9, 2**9)  # never allocated: refused from the shape alone
     with pytest.raises(ValueError, match="exceed the .* this launch covers"):
         module._launch("sw_scatter_f32", spec, huge, [], torch.device("cpu"))
+
+
+def literal_fused_input_reads(spec: ShiftwiseSpec, shape, tile: int) -> int:
+    """Walk the staging loops of cupy_fused.cu and count the in-map input elements read."""
+    batch, channels, height, width = shape
+    k, p = spec.small_kernel, spec.small_kernel - 1
+    reads = 0
+    for i in range(height):  # rows kernel: xs[u][col] = x[i - k/2 + u][col - p]
+        for u in range(k):
+            for col in range(width + 2 * p):
+                reads += 0 <= i - k // 2 + u < height and 0 <= col - p < width
+    for x0 in range(0, width, tile):  # columns kernel: xs[a][t] = x[a - p][x0 - k/2 + t]
+        for a in range(height + 2 * p):
+            for t in range(tile + k - 1):
+                reads += 0 <= a - p < height and 0 <= x0 - k // 2 + t < width
+    return batch * channels * reads
+
+
+@given(cases(max_big_kernel=15))
+def test_fused_traffic_counts_the_tiles_reads(case):
+    impl = implementations()["cupy_fused"]
+    module = sys.modules[impl.fn.__module__]
+    spec, shape = case.spec(), case.input_shape
+    tile = module.launch_plan(spec, shape, 4)["tile"]
+    batch, channels, height, width = shape
+    x_once = batch * channels * height * width
+    expected = compulsory_bytes(spec, shape, 4) + 4 * (literal_fused_input_reads(spec, shape, tile) - x_once)
+    assert impl.traffic(spec, shape, 4) == expected
+
+
+def test_traffic_orders_the_gpu_designs_on_sw_tiny():
+    """Fused moves least, the shared-memory gather less than the atomic scatter."""
+    from harness.cases import load_cases
+
+    impls = implementations()
+    for case in load_cases(suites=["sw_tiny"]):
+        spec, shape = case.spec(), case.input_shape
+        fused, shared, atomic = (impls[name].traffic(spec, shape, 4) for name in ("cupy_fused", "numba_shared", "cuda_atomic"))
+        assert compulsory_bytes(spec, shape, 4) < fused < shared < atomic, case.name
+        assert atomic > 5 * fused, case.name

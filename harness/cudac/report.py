@@ -41,5 +41,5 @@ def kernel_table_markdown(frame: pd.DataFrame) -> str:
     table = shown.fillna({"constant_bytes": "not reported"}).rename(columns=COLUMNS).to_markdown(index=False)
     return table + (
         "\n\nShared memory is what ptxas reports: static allocations. Dynamic shared memory is sized at"
-        "\nlaunch (numba_shared stages its rows and column tiles there, at most 48 KiB per block)."
+        "\nlaunch from the map size (numba_shared, cupy_fused: staged rows and column tiles, at most 48 KiB per block)."
     )
