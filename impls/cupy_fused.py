@@ -99,10 +99,12 @@ def _launcher(device: torch.device):
 
     def launch(kernel, grid, block, *args, shared_bytes):
         params = signatures[kernel].params
-        packed = [
-            cupy.from_dlpack(a) if isinstance(a, torch.Tensor) else _NUMPY_SCALAR[p.ctype](a) for p, a in zip(params, args)
-        ]
+        # Views are taken inside the stream context: DLPack then orders them on torch's stream.
         with cupy.cuda.Device(index), cupy.cuda.ExternalStream(torch.cuda.current_stream(index).cuda_stream):
+            packed = [
+                cupy.from_dlpack(a) if isinstance(a, torch.Tensor) else _NUMPY_SCALAR[p.ctype](a)
+                for p, a in zip(params, args)
+            ]
             module.get_function(kernel)(grid, block, tuple(packed), shared_mem=shared_bytes)
 
     return launch

@@ -128,6 +128,14 @@ def _kernels(dtype_name: str):
     return rows_kernel, columns_kernel
 
 
+@functools.lru_cache(maxsize=64)
+def _device_tables(spec: ShiftwiseSpec, height: int, width: int, device: torch.device):
+    """The move tables as tensors on ``device``, made once per (spec, map size, device)."""
+    tables = move_tables(spec, height, width)
+    arrays = (tables.rows, tables.row_moves, tables.columns, tables.column_moves, tables.identity)
+    return tuple(torch.tensor(a, device=device).contiguous() for a in arrays)
+
+
 def _column_tile(staged_kernels: int, hy: int, itemsize: int) -> int:
     """Widest tile (<= 32 columns, a power of two) whose staged columns fit in shared memory."""
     for tile in (32, 16, 8, 4, 2, 1):
@@ -146,13 +154,12 @@ def shift_add(y: torch.Tensor, spec: ShiftwiseSpec) -> Branches:
     batch, _, hy, wy = y.shape
     height, width = hy - 2 * e, wy - 2 * e
     tables = move_tables(spec, height, width)
-    rows, row_moves, columns, column_moves, identity = (
-        tables.rows, tables.row_moves, tables.columns, tables.column_moves, tables.identity
-    )
     itemsize = y.element_size()
-    if rows.shape[1] * wy * itemsize > SHARED_LIMIT:
-        raise ValueError(f"numba_shared: {rows.shape[1]} staged rows of width {wy} exceed {SHARED_LIMIT} bytes of shared memory")
-    tile = _column_tile(columns.shape[1], hy, itemsize)
+    if tables.rows.shape[1] * wy * itemsize > SHARED_LIMIT:
+        raise ValueError(
+            f"numba_shared: {tables.rows.shape[1]} staged rows of width {wy} exceed {SHARED_LIMIT} bytes of shared memory"
+        )
+    tile = _column_tile(tables.columns.shape[1], hy, itemsize)
     out_h, out_v, out_i = (y.new_empty(batch, spec.channels, height, width) for _ in range(3))
 
     if _simulated():  # the simulator works on host arrays: zero-copy numpy views of CPU tensors
@@ -161,19 +168,17 @@ def shift_add(y: torch.Tensor, spec: ShiftwiseSpec) -> Branches:
     else:
         view = cuda.as_cuda_array
         stream = cuda.external_stream(torch.cuda.current_stream(y.device).cuda_stream)
-
-    def table(array):
-        return array if _simulated() else cuda.to_device(array, stream=stream)
+    rows, row_moves, columns, column_moves, identity = _device_tables(spec, height, width, y.device)
 
     rows_kernel, columns_kernel = _kernels(str(y.dtype).removeprefix("torch."))
     threads = min(BLOCK, 32 * -(-width // 32))
     rows_kernel[batch * spec.channels * height, threads, stream, rows.shape[1] * wy * itemsize](
-        view(y), view(out_h), view(out_i), table(rows), table(row_moves), table(identity), e
+        view(y), view(out_h), view(out_i), view(rows), view(row_moves), view(identity), e
     )
     tiles = -(-width // tile)
     threads = min(BLOCK, 32 * -(-(height * tile) // 32))
     columns_kernel[batch * spec.channels * tiles, threads, stream, columns.shape[1] * hy * tile * itemsize](
-        view(y), view(out_v), table(columns), table(column_moves), e, tile
+        view(y), view(out_v), view(columns), view(column_moves), e, tile
     )
     return Branches(out_h, out_v, out_i)
 
