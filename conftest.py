@@ -13,30 +13,16 @@ from hypothesis import HealthCheck, settings
 
 import harness
 
-settings.register_profile(
-    "ci",
-    max_examples=200,
-    derandomize=True,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.register_profile(
-    "thorough",
-    max_examples=2000,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-# For Numba's CUDA simulator (tests/test_numba_simulator.py): Python threads per CUDA thread.
-settings.register_profile(
-    "simulator",
-    max_examples=25,
-    derandomize=True,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+_PROFILES = {
+    "ci": dict(max_examples=200, derandomize=True),
+    "thorough": dict(max_examples=2000),
+    # For Numba's CUDA simulator (tests/test_numba_simulator.py): Python threads per CUDA thread.
+    "simulator": dict(max_examples=25, derandomize=True),
+}
+for name, options in _PROFILES.items():
+    settings.register_profile(
+        name, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow], **options
+    )
 settings.load_profile(os.environ.get("SW_HYPOTHESIS_PROFILE", "ci"))
 
 DEVICES = ("cpu", "cuda")

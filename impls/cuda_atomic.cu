@@ -13,26 +13,39 @@
 // The backward kernel is the adjoint gather: one thread per element of y sums the output
 // gradients at the same positions the forward scatters to. No atomics, deterministic.
 
+// The element of y (B, C*nk, H+2e, W+2e) this thread owns, 64-bit throughout.
+struct YElement {
+    long long index, q, a, kernel, c, plane, row, col;  // kernel = c*nk + j; (row, col): own output position
+    bool valid, row_in, col_in;
+    __device__ YElement(long long batch, int channels, int nk, int height, int width, int extra_pad) {
+        const long long hy = height + 2 * extra_pad, wy = width + 2 * extra_pad;
+        index = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+        valid = index < batch * channels * nk * hy * wy;
+        q = index % wy;
+        a = (index / wy) % hy;
+        kernel = (index / (wy * hy)) % ((long long)channels * nk);
+        c = kernel / nk;
+        const long long b = index / (wy * hy * channels * nk);
+        plane = (b * channels + c) * height * (long long)width;
+        row = a - extra_pad;
+        col = q - extra_pad;
+        row_in = row >= 0 && row < height;
+        col_in = col >= 0 && col < width;
+    }
+};
+
 template <typename T>
 __device__ __forceinline__ void scatter(const T* __restrict__ y, T* __restrict__ out_h, T* __restrict__ out_v,
                                         T* __restrict__ out_i, const int* __restrict__ pad_hv,
                                         const int* __restrict__ idx_identit, const unsigned char* __restrict__ active,
                                         long long batch, int channels, int nk, int groups, int height, int width,
                                         int extra_pad) {
-    const long long hy = height + 2 * extra_pad, wy = width + 2 * extra_pad;
-    const long long index = blockIdx.x * (long long)blockDim.x + threadIdx.x;
-    if (index >= batch * channels * nk * hy * wy) return;
-    const long long q = index % wy;
-    const long long a = (index / wy) % hy;
-    const long long kernel = (index / (wy * hy)) % ((long long)channels * nk);
-    const long long b = index / (wy * hy * channels * nk);
-    if (!active[kernel]) return;
-    const long long c = kernel / nk;
-    const T value = y[index];
-    const long long plane = (b * channels + c) * height * (long long)width;
+    const YElement el(batch, channels, nk, height, width, extra_pad);
+    if (!el.valid || !active[el.kernel]) return;
+    const long long q = el.q, a = el.a, kernel = el.kernel, c = el.c, plane = el.plane, row = el.row, col = el.col;
+    const bool row_in = el.row_in, col_in = el.col_in;
+    const T value = y[el.index];
     const int* shifts = pad_hv + kernel * 2 * groups;
-    const long long row = a - extra_pad, col = q - extra_pad;  // this element's own output position
-    const bool row_in = row >= 0 && row < height, col_in = col >= 0 && col < width;
     for (int g = 0; g < groups; ++g) {
         const long long x = q + shifts[g];  // Oh[i, x] reads y[i + e, x - s]
         if (row_in && x >= 0 && x < width) atomicAdd(out_h + plane + row * width + x, value);
@@ -49,20 +62,13 @@ __device__ __forceinline__ void gather_adjoint(const T* __restrict__ grad_h, con
                                                const unsigned char* __restrict__ active, long long batch,
                                                int channels, int nk, int groups, int height, int width,
                                                int extra_pad) {
-    const long long hy = height + 2 * extra_pad, wy = width + 2 * extra_pad;
-    const long long index = blockIdx.x * (long long)blockDim.x + threadIdx.x;
-    if (index >= batch * channels * nk * hy * wy) return;
-    const long long q = index % wy;
-    const long long a = (index / wy) % hy;
-    const long long kernel = (index / (wy * hy)) % ((long long)channels * nk);
-    const long long b = index / (wy * hy * channels * nk);
+    const YElement el(batch, channels, nk, height, width, extra_pad);
+    if (!el.valid) return;
     T sum = 0;
-    if (active[kernel]) {
-        const long long c = kernel / nk;
-        const long long plane = (b * channels + c) * height * (long long)width;
+    if (active[el.kernel]) {
+        const long long q = el.q, a = el.a, kernel = el.kernel, c = el.c, plane = el.plane, row = el.row, col = el.col;
+        const bool row_in = el.row_in, col_in = el.col_in;
         const int* shifts = pad_hv + kernel * 2 * groups;
-        const long long row = a - extra_pad, col = q - extra_pad;
-        const bool row_in = row >= 0 && row < height, col_in = col >= 0 && col < width;
         for (int g = 0; g < groups; ++g) {
             const long long x = q + shifts[g];
             if (row_in && x >= 0 && x < width) sum += grad_h[plane + row * width + x];
@@ -71,7 +77,7 @@ __device__ __forceinline__ void gather_adjoint(const T* __restrict__ grad_h, con
             if (row_in && col_in && idx_identit[c * groups + g] == kernel) sum += grad_i[plane + row * width + col];
         }
     }
-    grad_y[index] = sum;
+    grad_y[el.index] = sum;
 }
 
 extern "C" __global__ void sw_scatter_f32(const float* y, float* out_h, float* out_v, float* out_i, const int* pad_hv,
