@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import importlib.util
 import os
 import sys
@@ -184,7 +185,7 @@ def discover(path: str | os.PathLike | None = None) -> Discovery:
         if file.name.startswith("_"):
             continue
         try:
-            record = _load_record(file)
+            record = _load_record(file, file.stat().st_mtime_ns)
         except (Exception, SystemExit) as error:  # a broken file must not stop the others
             tail = "".join(traceback.format_exception(error)[-3:]).strip()
             errors[file.name] = f"{type(error).__name__}: {error}\n{tail}"
@@ -203,7 +204,10 @@ def implementations(path: str | os.PathLike | None = None) -> dict[str, Implemen
     return dict(discover(path).implementations)
 
 
-def _load_record(file: Path) -> Implementation:
+@functools.lru_cache(maxsize=None)
+def _load_record(file: Path, mtime_ns: int) -> Implementation:
+    """Import one implementation file. Cached per file version, so repeated discovery reuses
+    the module (and whatever it compiled) until the file changes; failures are not cached."""
     module_name = f"sw_impls.{file.parent.name}_{abs(hash(str(file.parent)))}.{file.stem}"
     module_spec = importlib.util.spec_from_file_location(module_name, file)
     if module_spec is None or module_spec.loader is None:
