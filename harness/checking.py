@@ -190,8 +190,15 @@ def check(impl: Implementation, check_case: CheckCase, *, gradients: bool = True
     return CheckResult(impl.name, check_case, tuple(failures), impls_dir=folder)
 
 
+class CheckSkipped(Exception):
+    """Raised by ``assert_matches_reference`` when the check could not run (the reason is the
+    message), so a caller can never take a skipped check for a passed one."""
+
+
 def assert_matches_reference(impl: Implementation, check_case: CheckCase) -> None:
     result = check(impl, check_case)
+    if result.skipped:
+        raise CheckSkipped(f"{impl.name}: {result.skipped}")
     if result.failures:
         raise MismatchError(result)
 

@@ -29,11 +29,11 @@ def cases(draw, max_big_kernel: int = 31, small: bool = False) -> Case:
     )
 
 
-def check_cases(device: str, small: bool = False) -> st.SearchStrategy[CheckCase]:
+def check_cases(device: str, dtypes=tuple(DTYPES), small: bool = False) -> st.SearchStrategy[CheckCase]:
     return st.builds(
         CheckCase,
         case=cases(small=small),
-        dtype=st.sampled_from(list(DTYPES)),
+        dtype=st.sampled_from(list(dtypes)),
         mode=st.sampled_from(MODES),
         layout=st.sampled_from(LAYOUTS),
         device=st.just(device),

@@ -39,3 +39,12 @@ def test_checker_rejects(name):
     report = str(caught.value)
     assert result.reproducer in report
     assert f"swbench --impls-dir {BAD_IMPLS} check --impl {name} --case" in result.reproducer
+
+
+def test_a_skipped_check_is_never_a_pass():
+    from harness.cases import Case
+    from harness.checking import CheckCase, CheckSkipped, assert_matches_reference
+
+    impl = discover(BAD_IMPLS).implementations["bad_zeros"]
+    with pytest.raises(CheckSkipped, match="bad_zeros: runs on cpu, cuda"):
+        assert_matches_reference(impl, CheckCase(Case("x", 7, 3, 1, 1, 1, 4, 4), device="meta"))
