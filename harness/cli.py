@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -19,7 +20,7 @@ from harness.cases import Case, load_cases
 from harness.checking import DTYPES, MODES, CheckCase, CheckResult, check
 from harness.registry import discover
 
-EXIT_OK, EXIT_MISMATCH = 0, 1
+EXIT_OK, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,17 +70,20 @@ def _kernels(args: argparse.Namespace, console: Console) -> int:
 
     reason = nvrtc_unavailable_reason()
     if reason:
-        console.print(f"[red]cannot build kernels:[/] {reason}")
+        console.print(f"[red]cannot build kernels:[/] {escape(reason)}")
         return EXIT_MISMATCH
     if args.output and args.output.exists() and not args.overwrite:
         console.print(f"[red]{args.output} exists[/]; pass --overwrite to replace it")
         return EXIT_MISMATCH
     found = discover(args.impls_dir)
-    markdown = kernel_table_markdown(kernel_table(found.implementations.values()))
+    frame, errors = kernel_table(found.implementations.values())
+    markdown = kernel_table_markdown(frame)
+    if errors:
+        markdown += "\n\nKernels that did not build:\n" + "\n".join(f"- {name}: {error}" for name, error in errors.items())
     console.print(markdown, markup=False, soft_wrap=True)
     if args.output:
         write_atomically(args.output, f"# CUDA kernels: ptxas figures (no GPU needed)\n\n{markdown}\n")
-    return EXIT_OK
+    return EXIT_MISMATCH if errors or found.errors else EXIT_OK
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -100,13 +104,17 @@ def _list(args: argparse.Namespace, console: Console) -> int:
         for device in ("cpu", "cuda"):
             reason = impl.unavailable_reason(device)
             status.append(
-                f"[green]available[/] ({impl.execution_mode(device)})" if reason is None else f"[yellow]no:[/] {reason}"
+                f"[green]available[/] ({escape(impl.execution_mode(device))})"
+                if reason is None
+                else f"[yellow]no:[/] {escape(reason)}"
             )
         dtypes = ", ".join(str(d).removeprefix("torch.") for d in impl.dtypes)
-        table.add_row(name, impl.computes.value, dtypes, "yes" if impl.autograd else "no", *status, impl.description)
+        table.add_row(
+            name, impl.computes.value, dtypes, "yes" if impl.autograd else "no", *status, escape(impl.description)
+        )
     console.print(table)
     for file, error in sorted(found.errors.items()):
-        console.print(f"[red]load error[/] {file}: {error}")
+        console.print(f"[red]load error[/] {file}: {escape(error)}")
     return EXIT_MISMATCH if found.errors else EXIT_OK
 
 
@@ -139,19 +147,24 @@ def random_cases(count: int, seed: int) -> list[Case]:
 def _check(args: argparse.Namespace, console: Console) -> int:
     found = discover(args.impls_dir)
     for file, error in sorted(found.errors.items()):
-        console.print(f"[red]load error[/] {file}: {error}")
+        console.print(f"[red]load error[/] {file}: {escape(error)}")
     selected = found.implementations
     if args.impl:
         unknown = sorted(set(args.impl) - set(selected))
         if unknown:
-            console.print(f"[red]unknown implementation(s) {unknown}[/]; known: {sorted(selected)}")
+            console.print(f"[red]unknown implementation(s)[/] {escape(str(unknown))}; known: {escape(str(sorted(selected)))}")
             return EXIT_MISMATCH
         selected = {name: selected[name] for name in args.impl}
 
-    if args.case:
-        checks = [CheckCase.parse(args.case)]
+    try:
+        cases = [] if args.case else load_cases(args.cases_dir, args.suite) + random_cases(args.random, args.seed)
+        single = CheckCase.parse(args.case) if args.case else None
+    except ValueError as error:
+        console.print(f"[red]error:[/] {escape(str(error))}")
+        return EXIT_USAGE
+    if single is not None:
+        checks = [single]
     else:
-        cases = load_cases(args.cases_dir, args.suite) + random_cases(args.random, args.seed)
         checks = [
             CheckCase(case, dtype, mode, device=args.device)
             for case in cases
@@ -191,7 +204,7 @@ def _summary(results: list[CheckResult]) -> Table:
             str(sum(result.passed for result in mine)),
             f"[red]{failed}[/]" if failed else "0",
             str(sum(reasons.values())),
-            "; ".join(f"{reason} ({count})" for reason, count in reasons.items()),
+            escape("; ".join(f"{reason} ({count})" for reason, count in reasons.items())),
         )
     return table
 

@@ -71,3 +71,25 @@ def test_kernels_table_is_written_once_and_never_overwritten_silently(tmp_path, 
     assert "exists" in capsys.readouterr().out and output.read_text() == "earlier report"
     assert main(["kernels", "--output", str(output), "--overwrite"]) == 0
     assert output.read_text() == text
+
+
+def test_bad_case_strings_are_usage_errors(capsys):
+    assert main(["check", "--case", "big_kernel=13 color=red"]) == 2
+    out = capsys.readouterr().out
+    assert "error: case string: unknown keys ['color']" in out
+    assert main(["check", "--case", "name=x big_kernel=12 small_kernel=3 channels=1 groups=1 batch=1 height=4 width=4"]) == 2
+    assert "big_kernel must be odd, got 12" in capsys.readouterr().out
+
+
+def test_kernels_reports_an_implementation_whose_kernels_do_not_build(tmp_path, capsys):
+    (tmp_path / "broken_kernels.py").write_text(
+        "import torch\n"
+        "from harness import reference_forward\n"
+        "from harness.registry import Computes, Implementation\n"
+        "def figures(arch):\n"
+        "    raise RuntimeError('ptxas exploded')\n"
+        "IMPLEMENTATION = Implementation(name='broken_kernels', fn=reference_forward, computes=Computes.OPERATOR,\n"
+        "    devices=('cpu',), dtypes=(torch.float32,), kernel_figures=figures)\n"
+    )
+    assert main(["--impls-dir", str(tmp_path), "kernels"]) == 1
+    assert "- broken_kernels: RuntimeError: ptxas exploded" in capsys.readouterr().out

@@ -22,18 +22,20 @@ COLUMNS = {
 }
 
 
-def kernel_table(implementations: Iterable, archs: Iterable[str] = ARCHITECTURES) -> pd.DataFrame:
+def kernel_table(implementations: Iterable, archs: Iterable[str] = ARCHITECTURES) -> tuple[pd.DataFrame, dict[str, str]]:
     """One row per (implementation, kernel, architecture) of every implementation that
-    declares ``kernel_figures``; all built here, with no GPU."""
-    rows = [
-        {"implementation": impl.name, **vars(figures)}
-        for impl in implementations
-        if impl.kernel_figures is not None
-        for arch in archs
-        for figures in impl.kernel_figures(arch)
-    ]
+    declares ``kernel_figures``, all built here with no GPU; and, by implementation, the
+    errors of those whose kernels did not build (they never stop the others)."""
+    rows, errors = [], {}
+    for impl in implementations:
+        if impl.kernel_figures is None:
+            continue
+        try:
+            rows += [{"implementation": impl.name, **vars(f)} for arch in archs for f in impl.kernel_figures(arch)]
+        except Exception as error:  # one implementation's build failure is reported, not fatal
+            errors[impl.name] = f"{type(error).__name__}: {error}"
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    return frame.sort_values(["implementation", "kernel", "arch"], ignore_index=True)
+    return frame.sort_values(["implementation", "kernel", "arch"], ignore_index=True), errors
 
 
 def kernel_table_markdown(frame: pd.DataFrame) -> str:
