@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup test bench check list clean
+.PHONY: setup test bench check list kernels clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ check: $(STAMP)
 
 list: $(STAMP)
 	$(BIN)/swbench list
+
+## Regenerate reports/kernels.md (ptxas figures of every GPU kernel, sm_80 and sm_90; no GPU needed).
+kernels: $(STAMP)
+	$(BIN)/swbench kernels --output reports/kernels.md --overwrite
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks
