@@ -8,6 +8,7 @@ same signature drives both the host build's launcher and the GPU launch's argume
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -57,7 +58,13 @@ class CudaSource:
 
     @classmethod
     def read(cls, path: str | Path) -> CudaSource:
+        """The parsed source; parsed once per file version (availability checks ask often)."""
         path = Path(path).resolve()
+        return cls._parse(path, path.stat().st_mtime_ns)
+
+    @classmethod
+    @functools.lru_cache(maxsize=None)
+    def _parse(cls, path: Path, mtime_ns: int) -> CudaSource:
         text = path.read_text()
         code = _COMMENTS.sub(" ", text)
         kernels = {}
