@@ -2,6 +2,10 @@
 
 A suite file holds an optional ``[defaults]`` table and a list of ``[[case]]`` tables; each
 case's keys are ``Case``'s fields (``name`` required), a missing key taken from the defaults.
+
+Each case has a benchmark tier: ``quick`` cases run on every benchmark run (minutes on a
+2-core machine), ``full`` adds the rest (for real hardware), ``check`` cases are shapes for
+correctness checks only and are never benchmarked.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from harness.spec import ShiftwiseSpec
 
 DEFAULT_CASES_DIR = Path(__file__).resolve().parent.parent / "cases"
 TABLE_KINDS = ("official", "random")
+#: Benchmark tiers, each including the ones before it; ``check`` cases are never benchmarked.
+TIERS = ("quick", "full")
+CASE_TIERS = (*TIERS, "check")
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,7 @@ class Case:
     tables: str = "random"
     seed: int = 0
     sparsity: float = 0.0
+    tier: str = "full"
     suite: str = ""
 
     def __post_init__(self) -> None:
@@ -44,6 +52,8 @@ class Case:
                 raise ValueError(f"case {self.name!r}: {field} must be a positive int, got {value!r}")
         if self.tables not in TABLE_KINDS:
             raise ValueError(f"case {self.name!r}: tables must be one of {TABLE_KINDS}, got {self.tables!r}")
+        if self.tier not in CASE_TIERS:
+            raise ValueError(f"case {self.name!r}: tier must be one of {CASE_TIERS}, got {self.tier!r}")
         if not isinstance(self.sparsity, (int, float)) or not 0 <= self.sparsity <= 1:
             raise ValueError(f"case {self.name!r}: sparsity must be a number in [0, 1], got {self.sparsity!r}")
         try:
@@ -106,3 +116,10 @@ def load_cases(folder: str | os.PathLike | None = None, suites: list[str] | None
             raise ValueError(f"unknown suites {unknown}; {folder} has {available}")
         files = [file for file in files if file.stem in suites]
     return [case for file in files for case in load_suite(file)]
+
+
+def in_tier(case: Case, tier: str) -> bool:
+    """Whether a benchmark run of ``tier`` includes ``case`` (``full`` includes ``quick``)."""
+    if tier not in TIERS:
+        raise ValueError(f"benchmark tier must be one of {TIERS}, got {tier!r}")
+    return case.tier in TIERS and TIERS.index(case.tier) <= TIERS.index(tier)

@@ -57,7 +57,7 @@ class CheckCase:
     def to_args(self) -> str:
         """``key=value`` pairs that ``CheckCase.parse`` reads back: the reproducer's case."""
         values = {**dataclasses.asdict(self.case), **dataclasses.asdict(self)}
-        del values["case"], values["suite"]
+        del values["case"], values["suite"], values["tier"]
         return " ".join(f"{key}={value}" for key, value in values.items())
 
     @classmethod
@@ -70,7 +70,7 @@ class CheckCase:
                 raise ValueError(f"case string: expected key=value, got {token!r}")
             values[key] = value
         own = {f.name for f in dataclasses.fields(cls)} - {"case"}
-        case_fields = {f.name: f for f in dataclasses.fields(Case) if f.name != "suite"}
+        case_fields = {f.name: f for f in dataclasses.fields(Case) if f.name not in ("suite", "tier")}
         unknown = set(values) - own - set(case_fields)
         if unknown:
             raise ValueError(f"case string: unknown keys {sorted(unknown)}; known: {sorted(own | set(case_fields))}")
