@@ -13,6 +13,9 @@ from hypothesis import HealthCheck, settings
 
 import harness
 
+#: The benchmark options, parametrization and JSON hooks (pytest --benchmark-only).
+pytest_plugins = ["harness.bench_plugin"]
+
 _PROFILES = {
     "ci": dict(max_examples=200, derandomize=True),
     "thorough": dict(max_examples=2000),

@@ -1,0 +1,104 @@
+"""The benchmark machinery: what is timed, what is refused, and one real (tiny) benchmark run."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.bench import ResultMismatch, computations, outputs_equal
+from harness.cases import Case, in_tier, load_cases
+from harness.registry import discover
+
+ROOT = Path(__file__).resolve().parents[1]
+BAD_IMPLS = Path(__file__).parent / "bad_impls"
+CASE = Case("bench-tiny", 13, 3, 4, 2, 2, 9, 11, seed=5, sparsity=0.3)
+
+
+def test_every_implementation_and_peer_is_a_computation():
+    found = {c.name: c.kind for c in computations()}
+    assert {"torch_roll", "cuda_atomic"} <= {n for n, kind in found.items() if kind == "implementation"}
+    assert {"rep_merged", "rep_cross", "slak_strips", "unireplk_13x13"} <= {n for n, kind in found.items() if kind == "peer"}
+
+
+def test_emulated_gpu_code_is_never_timed():
+    by_name = {c.name: c for c in computations()}
+    reason = by_name["cuda_atomic"].not_benchmarked_reason("cpu")
+    assert reason is not None and "never timed" in reason
+    assert by_name["torch_roll"].not_benchmarked_reason("cpu") is None
+    assert by_name["rep_merged"].not_benchmarked_reason("cpu") is None
+
+
+def test_a_correct_implementation_is_verified_and_deterministic():
+    (roll,) = [c for c in computations() if c.name == "torch_roll"]
+    prepared = roll.prepare(CASE, torch.float32, "cpu")
+    first, second = prepared.run(), prepared.run()
+    assert "within the error bound" in prepared.verify(first)
+    assert outputs_equal(first, second)
+    assert prepared.workload.traffic_bytes is None and prepared.workload.flops > 0
+
+
+def test_a_wrong_implementation_is_refused_before_timing():
+    impl = discover(BAD_IMPLS).implementations["bad_swapped_branches"]
+    from harness.bench import Computation
+
+    prepared = Computation(impl.name, "implementation", "", implementation=impl).prepare(CASE, torch.float32, "cpu")
+    with pytest.raises(ResultMismatch, match="bad_swapped_branches on bench-tiny: branch h: .* elements differ"):
+        prepared.verify(prepared.run())
+
+
+def test_outputs_equal_is_bitwise():
+    a = torch.tensor([0.0, 1.0])
+    assert outputs_equal((a, a), (a.clone(), a.clone()))
+    assert not outputs_equal((a,), (torch.tensor([-0.0, 1.0]),))
+    assert not outputs_equal((a, a), (a,))
+
+
+def test_tiers_nest_and_check_cases_are_never_benchmarked():
+    cases = load_cases()
+    quick = [c for c in cases if in_tier(c, "quick")]
+    full = [c for c in cases if in_tier(c, "full")]
+    assert set(quick) < set(full)
+    assert not any(c.suite == "edge" for c in full)
+    assert {c.suite for c in quick} >= {"sw_tiny", "sw_small", "sweep_big_kernel", "sweep_groups", "sweep_sparsity"}
+    with pytest.raises(ValueError, match="benchmark tier must be one of"):
+        in_tier(cases[0], "check")
+
+
+def test_a_benchmark_run_records_results_failures_and_what_was_not_run(tmp_path):
+    """pytest --benchmark-only end to end on one small case: a good implementation, a wrong
+    one (recorded as failed, the run goes on), a peer; the JSON carries the figures."""
+    impls = tmp_path / "impls"
+    impls.mkdir()
+    shutil.copy(ROOT / "impls" / "torch_roll.py", impls)
+    shutil.copy(BAD_IMPLS / "zeros.py", impls)
+    output = tmp_path / "run.json"
+    command = [
+        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(ROOT / "tests" / "test_benchmarks.py"),
+        "--benchmark-only", "--suite", "sweep_small_kernel", "-k", "k3 and (torch_roll or bad_zeros or rep_merged)",
+        "--benchmark-max-time=0.01", "--benchmark-min-rounds=2", "--peak-gflops=50", f"--benchmark-json={output}",
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, cwd=ROOT, env={**os.environ, "SW_IMPLS_DIR": str(impls)}, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]  # bad_zeros failed, nothing else
+    assert "1 failed, 2 passed" in done.stdout, done.stdout[-3000:]
+    run = json.loads(output.read_text())
+    timed = {b["extra_info"]["computation"]: b["extra_info"] for b in run["benchmarks"]}
+    assert set(timed) == {"torch_roll", "rep_merged"}
+    roll = timed["torch_roll"]
+    assert roll["verified"].startswith("matches the reference") and roll["deterministic"] is True
+    assert roll["useful_flops"] == roll["flops"] == timed["rep_merged"]["useful_flops"]
+    assert roll["metrics"]["pct_roofline"] > 0 and roll["threads"] == torch.get_num_threads()
+    peaks = run["machine_info"]["sw"]["peaks"]
+    assert peaks["gflops"] == 50 and peaks["gflops_source"] == "given on the command line"
+    assert peaks["gbps"] > 0 and peaks["gbps_source"].startswith("probe")
+    (failure,) = run["sw"]["failures"]
+    assert failure["computation"] == "bad_zeros" and "ResultMismatch" in failure["error"]
+    assert {"computation": "torch_roll", "device": "cuda"} in [
+        {k: entry[k] for k in ("computation", "device")} for entry in run["sw"]["not_run"]
+    ] or torch.cuda.is_available()
