@@ -5,8 +5,15 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 TORCH  ?= torch==2.13.0
+# Benchmarks: tier (quick | full), extra pytest options, and where a run's JSON and report go.
+# Each run gets new, timestamped files: an earlier run or report is never overwritten.
+TIER       ?= quick
+BENCH_ARGS ?= --benchmark-max-time=0.5
+RUN        := bench-$(TIER)-$(shell date -u +%Y%m%dT%H%M%SZ)
+BENCH_JSON ?= reports/runs/$(RUN).json
+REPORT     ?= reports/$(RUN).md
 
-.PHONY: setup test bench check list kernels clean
+.PHONY: setup test bench report check list kernels clean
 
 setup: $(STAMP)
 
@@ -20,9 +27,17 @@ $(STAMP): pyproject.toml Makefile
 test: $(STAMP)
 	$(BIN)/pytest
 
-## Run the benchmarks.
+## The main job: time every implementation and peer on the $(TIER) tier, then write the report.
+## A failing implementation is recorded in the report; the exit status still says it failed.
 bench: $(STAMP)
-	$(BIN)/pytest --benchmark-only
+	mkdir -p $(dir $(BENCH_JSON))
+	$(BIN)/pytest --benchmark-only --tier $(TIER) --benchmark-json=$(BENCH_JSON) $(BENCH_ARGS); \
+	status=$$?; \
+	$(BIN)/swbench report $(BENCH_JSON) --output $(REPORT) && exit $$status
+
+## Rebuild a report from saved runs: make report RUNS="reports/runs/a.json [b.json ...]" REPORT=reports/x.md
+report: $(STAMP)
+	$(BIN)/swbench report $(RUNS) --output $(REPORT)
 
 ## Check every implementation against the reference on cases/ plus random specs.
 check: $(STAMP)

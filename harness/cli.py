@@ -1,4 +1,4 @@
-"""``swbench``: list the implementations, check them against the reference."""
+"""``swbench``: list the implementations, check them against the reference, build reports."""
 
 from __future__ import annotations
 
@@ -61,7 +61,30 @@ def _parser() -> argparse.ArgumentParser:
     kernels.set_defaults(command=_kernels)
     kernels.add_argument("--output", type=Path, help="also write the table as markdown to this file")
     kernels.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+
+    report = commands.add_parser(
+        "report", help="markdown report with plots from saved benchmark JSON (pytest --benchmark-json=FILE)"
+    )
+    report.set_defaults(command=_report)
+    report.add_argument("runs", nargs="+", type=Path, metavar="RUN.json", help="benchmark runs; several machines merge")
+    report.add_argument("--output", "-o", type=Path, required=True, help="markdown file; its PNG plots go beside it")
+    report.add_argument("--baseline", nargs="+", type=Path, metavar="RUN.json", help="runs to compare against")
+    report.add_argument("--title", help="the report's title")
+    report.add_argument("--overwrite", action="store_true", help="replace the report's files if they exist")
     return parser
+
+
+def _report(args: argparse.Namespace, console: Console) -> int:
+    from harness.report import ReportInputError, write_report  # pandas and matplotlib: only when reporting
+
+    try:
+        written = write_report(args.runs, args.output, args.baseline, args.overwrite, args.title)
+    except (ReportInputError, FileExistsError, FileNotFoundError) as error:
+        console.print(f"[red]cannot write the report:[/] {escape(str(error))}")
+        return EXIT_USAGE
+    for path in written:
+        console.print(f"wrote {escape(str(path))}")
+    return EXIT_OK
 
 
 def _kernels(args: argparse.Namespace, console: Console) -> int:

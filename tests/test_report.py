@@ -1,0 +1,311 @@
+"""The markdown/PNG report built from saved benchmark JSON (harness/report.py), on synthetic runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from harness.perf import Workload, derived_metrics
+from harness.report import (
+    ReportInputError,
+    compare,
+    load_runs,
+    render_report,
+    results_frame,
+    sweep_parameter,
+    write_report,
+)
+
+CASES = {"c1": {"big_kernel": 13, "groups": 2}, "c2": {"big_kernel": 31, "groups": 2}}
+#: median seconds per (computation, case); rep_merged is the speed baseline peer
+MEDIANS = {
+    ("torch_roll", "c1"): 0.010, ("torch_roll", "c2"): 0.020,
+    ("numba_cpu", "c1"): 0.004, ("numba_cpu", "c2"): 0.005,
+    ("rep_merged", "c1"): 0.008, ("rep_merged", "c2"): 0.010,
+}  # fmt: skip
+PEAKS = {"gflops": 100.0, "gflops_source": "given on the command line", "gbps": 10.0, "gbps_source": "probe: copy"}
+
+
+def benchmark(
+    computation: str, case: str, median: float, suite: str = "sw_small", spread: float = 0.05, **params
+) -> dict:
+    kind = "peer" if computation.startswith("rep_") else "implementation"
+    extra = {
+        "kind": kind, "computation": computation, "description": f"{computation} description",
+        "device": "cpu", "execution": "cpu", "threads": 4, "dtype": "float32",
+        "case": case, "suite": suite, "tier": "quick", "big_kernel": 13, "small_kernel": 3, "channels": 8,
+        "groups": 2, "nk": 5, "batch": 4, "height": 16, "width": 16, "sparsity": 0.0, "tables": "random",
+        "useful_flops": 2_000_000, "flops": 3_000_000 if kind == "peer" else 2_000_000,
+        "compulsory_bytes": 400_000, "traffic_bytes": 800_000 if computation == "torch_roll" else None,
+        "deterministic": True, "verified": "matches the reference within the error bound",
+        "metrics": {"images_per_s": -1},  # stored derived values must be ignored
+    } | params  # fmt: skip
+    stats = {"min": median * 0.9, "max": median * 1.2, "mean": median, "stddev": median * 0.01, "rounds": 20,
+             "median": median, "iqr": 2 * spread * median, "q1": median * (1 - spread), "q3": median * (1 + spread),
+             "ops": 1 / median, "iterations": 1}  # fmt: skip
+    name = f"test_throughput[{computation}-cpu-{suite}-{case}]"
+    return {"name": name, "fullname": f"tests/test_benchmarks.py::{name}", "group": f"{suite}/{case}",
+            "params": {}, "stats": stats, "extra_info": extra}  # fmt: skip
+
+
+def make_run(node: str = "box-a", medians: dict | None = None, benchmarks: list | None = None, **sw) -> dict:
+    medians = MEDIANS if medians is None else medians
+    if benchmarks is None:
+        benchmarks = [benchmark(comp, case, m, **CASES[case]) for (comp, case), m in medians.items()]
+    return {
+        "machine_info": {
+            "node": node, "python_version": "3.11.9", "system": "Linux", "cpu": {"brand_raw": "Test CPU", "count": 4},
+            "sw": {"fingerprint": f"{node} / Test CPU / no GPU",
+                   "cpu": {"model": "Test CPU", "cores": 2, "threads": 4, "torch_threads": 4, "numba_threads": 4},
+                   "gpu": None, "peaks": PEAKS, "software": {"python": "3.11.9", "torch": "2.13.0+cpu"}},
+        },
+        "commit_info": {}, "datetime": "2025-01-02T03:04:05+00:00", "version": "5.3.1", "benchmarks": benchmarks,
+        "sw": {"tier": "quick", "suites": ["sw_small"], "command": "pytest --benchmark-only --suite sw_small",
+               "failures": [], "not_run": [], "kernels": [], "kernel_errors": {}} | sw,
+    }  # fmt: skip
+
+
+def save(path, run: dict):
+    path.write_text(json.dumps(run))
+    return path
+
+
+def test_metrics_are_recomputed_from_stats_counts_and_peaks(tmp_path):
+    frame = results_frame(load_runs([save(tmp_path / "a.json", make_run())]))
+    assert len(frame) == 6
+    row = frame[(frame.computation == "torch_roll") & (frame.case == "c1")].iloc[0]
+    assert row.images_per_s == pytest.approx(4 / 0.010)
+    assert row.gflops == pytest.approx(2_000_000 / 0.010 / 1e9)
+    assert row.gbps == pytest.approx(800_000 / 0.010 / 1e9)  # the declared traffic model
+    assert row.density == pytest.approx(2.5) and row.compulsory_density == pytest.approx(5.0)
+    expected = derived_metrics(Workload(4, 2_000_000, 400_000, 800_000), 0.010, 100.0, 10.0)
+    assert row.pct_roofline == pytest.approx(expected.pct_roofline) and row.bound == "memory"
+    assert row.speedup == pytest.approx(0.008 / 0.010)  # rep_merged median / this median
+    numba_c2 = frame[(frame.computation == "numba_cpu") & (frame.case == "c2")].iloc[0]
+    assert numba_c2.speedup == pytest.approx(2.0)
+    peer = frame[(frame.computation == "rep_merged") & (frame.case == "c1")].iloc[0]
+    assert peer.gflops == pytest.approx(3_000_000 / 0.008 / 1e9) and peer.speedup == pytest.approx(1.0)
+    # deterministic order: suite, case, kind (implementations first), computation
+    first = [("c1", "numba_cpu"), ("c1", "torch_roll"), ("c1", "rep_merged")]
+    assert list(zip(frame.case, frame.computation))[:3] == first
+
+
+def test_missing_baseline_and_peaks_are_shown_as_missing_not_as_numbers(tmp_path):
+    run = make_run(medians={("torch_roll", "c1"): 0.01})
+    run["machine_info"]["sw"]["peaks"] = {"gflops": None, "gflops_source": "-", "gbps": None, "gbps_source": "-"}
+    path = save(tmp_path / "a.json", run)
+    frame = results_frame(load_runs([path]))
+    assert math.isnan(frame.speedup[0]) and pd.isna(frame.pct_roofline[0])
+    line = next(line for line in render_report([path]).markdown.splitlines() if "| torch_roll" in line)
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[-2:] == ["—", "—"] and "-1" not in line and "nan" not in line.lower()
+
+
+def test_same_input_renders_identical_markdown_and_pngs(tmp_path):
+    path = save(tmp_path / "a.json", make_run())
+    first, second = render_report([path]), render_report([path])
+    assert first.markdown == second.markdown
+    for heading in ("# SW operator benchmarks", "## Runs", "## Machines", "## Results", "### Suite `sw_small`",
+                    "## Roofline", "## Sweeps", "## Not run", "## Failures"):  # fmt: skip
+        assert f"\n{heading}\n" in f"\n{first.markdown}"
+    assert "pytest --benchmark-only --suite sw_small" in first.markdown and "2025-01-02T03:04:05" in first.markdown
+    assert "given on the command line" in first.markdown and "2.13.0+cpu" in first.markdown
+    assert set(first.figures) == {"roofline-box-a-cpu.png"} and "](roofline-box-a-cpu.png)" in first.markdown
+    out_a, out_b = tmp_path / "a" / "r.md", tmp_path / "b" / "r.md"
+    write_report([path], out_a), write_report([path], out_b)
+    for name in ("r.md", "r-roofline-box-a-cpu.png"):
+        assert (out_a.parent / name).read_bytes() == (out_b.parent / name).read_bytes()
+
+
+def test_results_table_has_per_case_rows_with_formatted_metrics(tmp_path):
+    markdown = render_report([save(tmp_path / "a.json", make_run())]).markdown
+    header = next(line for line in markdown.splitlines() if "median ms" in line)
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "case", "computation", "kind", "device", "threads", "median ms", "IQR ms", "images/s", "GFLOP/s", "GB/s",
+        "density", "% roofline", "speedup vs rep_merged"]  # fmt: skip
+    row = next(line for line in markdown.splitlines() if line.startswith("| c2 ") and "numba_cpu" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[5:8] == ["5.00", "0.500", "800"] and cells[-1] == "2.00"
+
+
+def test_write_refuses_to_overwrite_unless_asked(tmp_path):
+    path = save(tmp_path / "a.json", make_run())
+    output = tmp_path / "out" / "report.md"
+    written = write_report([path], output)
+    assert written == [output, output.parent / "report-roofline-box-a-cpu.png"]
+    assert output.read_text().startswith("# SW operator benchmarks")
+    image = written[1]
+    image.write_bytes(b"old")  # only the PNG exists ahead: still refused, and nothing is replaced
+    output.unlink()
+    with pytest.raises(FileExistsError, match="report-roofline-box-a-cpu.png.*--overwrite"):
+        write_report([path], output)
+    assert not output.exists() and image.read_bytes() == b"old"
+    write_report([path], output, overwrite=True, title="Second")
+    assert image.read_bytes().startswith(b"\x89PNG") and output.read_text().startswith("# Second\n")
+    assert sorted(p.name for p in output.parent.iterdir()) == ["report-roofline-box-a-cpu.png", "report.md"]
+
+
+def test_no_partial_files_when_rendering_or_writing_fails(tmp_path, monkeypatch):
+    good, bad = save(tmp_path / "a.json", make_run()), tmp_path / "bad.json"
+    bad.write_text("{not json")
+    output = tmp_path / "out" / "report.md"
+    with pytest.raises(ReportInputError):
+        write_report([good, bad], output)
+    assert not output.parent.exists()
+    output.parent.mkdir()
+
+    def failing_savefig(self, *args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", failing_savefig)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_report([good], output)
+    assert list(output.parent.iterdir()) == []  # no report, no image, no temporary file
+
+
+def test_bad_files_give_errors_naming_the_file_and_key(tmp_path):
+    plain = make_run()
+    del plain["sw"], plain["machine_info"]["sw"]
+    with pytest.raises(ReportInputError, match=r"plain\.json: not written by this project's benchmarks"):
+        load_runs([save(tmp_path / "plain.json", plain)])
+    broken = make_run()
+    del broken["benchmarks"][1]["extra_info"]["compulsory_bytes"]
+    with pytest.raises(ReportInputError, match=r"broken\.json: benchmark .*extra_info has no 'compulsory_bytes'"):
+        load_runs([save(tmp_path / "broken.json", broken)])
+    (tmp_path / "garbage.json").write_text("[1, 2")
+    with pytest.raises(ReportInputError, match=r"garbage\.json: cannot read"):
+        render_report([tmp_path / "garbage.json"])
+    with pytest.raises(ReportInputError, match=r"missing\.json"):
+        load_runs([tmp_path / "missing.json"])
+
+
+def test_two_machines_merge_into_column_groups(tmp_path):
+    slower = {key: 2 * median for key, median in MEDIANS.items()}
+    paths = [save(tmp_path / "a.json", make_run("box-a")), save(tmp_path / "b.json", make_run("box-b", slower))]
+    frame = results_frame(load_runs(paths))
+    assert sorted(frame.machine.unique()) == ["box-a", "box-b"] and len(frame) == 12
+    report = render_report(paths)
+    header = next(line for line in report.markdown.splitlines() if "median ms" in line)
+    assert "box-a median ms" in header and "box-b median ms" in header and "box-b speedup vs rep_merged" in header
+    rows = [line for line in report.markdown.splitlines() if line.startswith("| c1 ") and "torch_roll" in line]
+    assert len(rows) == 1  # one row per (case, computation), both machines side by side
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert "10.0" in cells and "20.0" in cells
+    assert set(report.figures) == {"roofline-box-a-cpu.png", "roofline-box-b-cpu.png"}
+    machines = report.markdown.split("## Machines")[1].split("## Results")[0]
+    assert "box-a / Test CPU / no GPU" in machines and "box-b / Test CPU / no GPU" in machines
+    same_machine_twice = save(tmp_path / "c.json", make_run("box-a"))
+    with pytest.raises(ReportInputError, match=r"c\.json: .*also measured in .*a\.json"):
+        results_frame(load_runs([paths[0], same_machine_twice]))
+
+
+def test_baseline_flags_regressions_beyond_noise_only(tmp_path):
+    base = save(tmp_path / "base.json", make_run())
+    changed = dict(MEDIANS)
+    changed[("torch_roll", "c1")] = 0.015  # 1.5x slower: interquartile ranges far apart
+    changed[("numba_cpu", "c1")] = 0.0042  # 5 % slower: inside the +-5 % interquartile range
+    changed[("numba_cpu", "c2")] = 0.0025  # 2x faster
+    new = save(tmp_path / "new.json", make_run(medians=changed))
+    verdicts = compare(results_frame(load_runs([new])), results_frame(load_runs([base])))
+    by_key = {(r.computation, r.case): (r.verdict, r.ratio) for r in verdicts.itertuples()}
+    assert by_key[("torch_roll", "c1")] == ("regression", pytest.approx(1.5))
+    assert by_key[("numba_cpu", "c1")][0] == "within noise"
+    assert by_key[("numba_cpu", "c2")] == ("improvement", pytest.approx(0.5))
+    assert by_key[("rep_merged", "c2")] == ("within noise", pytest.approx(1.0))
+    markdown = render_report([new], baseline=[base]).markdown
+    section = markdown.split("## Comparison with the baseline")[1]
+    assert "regression: 1, improvement: 1, within noise: 4" in section
+    assert any("torch_roll" in line and "regression" in line and "1.50" in line for line in section.splitlines())
+    other_machine = save(tmp_path / "other.json", make_run("box-z"))
+    assert "no (machine, device, case, computation) in common" in render_report([new], [other_machine]).markdown
+
+
+def test_sweep_parameter_detection_and_plots(tmp_path):
+    benchmarks = [
+        benchmark(comp, f"M{m}", median * m / 13, suite="sweep_big_kernel", big_kernel=m)
+        for m in (7, 13, 31) for comp, median in (("torch_roll", 0.01), ("rep_merged", 0.008))
+    ] + [benchmark("torch_roll", f"E{e}", 0.01, suite="sweep_groups", groups=e) for e in (1, 2, 4)]
+    benchmarks.append(benchmark("torch_roll", "bad", 0.01, suite="sweep_mixed", groups=1, sparsity=0.0))
+    benchmarks.append(benchmark("torch_roll", "bad2", 0.01, suite="sweep_mixed", groups=2, sparsity=0.5))
+    path = save(tmp_path / "s.json", make_run(benchmarks=benchmarks))
+    frame = results_frame(load_runs([path]))
+    assert sweep_parameter(frame[frame.suite == "sweep_big_kernel"]) == "big_kernel"
+    assert sweep_parameter(frame[frame.suite == "sweep_groups"]) == "groups"
+    assert sweep_parameter(frame[frame.suite == "sweep_mixed"]) is None  # two parameters vary: ambiguous
+    written = write_report([path], tmp_path / "rep.md")
+    names = sorted(p.name for p in written)
+    assert names == [
+        "rep-roofline-box-a-cpu.png", "rep-sweep-sweep_big_kernel.png", "rep-sweep-sweep_groups.png", "rep.md"
+    ]  # fmt: skip
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in written if p.suffix == ".png")
+    markdown = (tmp_path / "rep.md").read_text()
+    assert "![sweep_big_kernel: images/s against big_kernel](rep-sweep-sweep_big_kernel.png)" in markdown
+    assert "`sweep_mixed`: no single varying parameter" in markdown
+    figure = render_report([path]).figures["sweep-sweep_big_kernel.png"]
+    axes = figure.axes[0]
+    assert axes.get_yscale() == "log" and axes.get_xlabel() == "big_kernel"
+    lines = {line.get_label(): line for line in axes.get_lines()}
+    assert set(lines) == {"torch_roll", "rep_merged"}
+    assert list(lines["torch_roll"].get_xdata()) == [7, 13, 31]
+    assert list(lines["torch_roll"].get_ydata()) == pytest.approx([4 / (0.01 * m / 13) for m in (7, 13, 31)])
+
+
+def test_roofline_plot_draws_the_roofs_and_a_marker_per_computation(tmp_path):
+    figure = render_report([save(tmp_path / "a.json", make_run())]).figures["roofline-box-a-cpu.png"]
+    axes = figure.axes[0]
+    assert axes.get_xscale() == axes.get_yscale() == "log"
+    lines = {line.get_label(): line for line in axes.get_lines()}
+    roof = next(line for label, line in lines.items() if label.startswith("roofs"))
+    for x, y in zip(roof.get_xdata(), roof.get_ydata()):
+        assert y == pytest.approx(min(100.0, x * 10.0))
+    assert {"numba_cpu", "torch_roll", "rep_merged"} <= set(lines)
+    assert len(lines["numba_cpu"].get_xdata()) == 2  # a point per case
+
+
+def test_not_run_failures_and_kernels_tables(tmp_path):
+    empty = render_report([save(tmp_path / "a.json", make_run())]).markdown
+    assert "## Not run\n\nnone\n" in empty and "## Failures\n\nnone\n" in empty and "ptxas" not in empty
+    run = make_run(
+        not_run=[{"computation": "numba_cuda", "device": "cuda", "reason": "no CUDA device"}],
+        failures=[{"computation": "torch_roll", "device": "cpu", "case": "c3", "error": "ResultMismatch: a|b"}],
+        kernels=[{"implementation": "cupy_fused", "kernel": "sw_fwd", "arch": "sm_80", "registers": 40,
+                  "shared_bytes": 0, "constant_bytes": None, "stack_bytes": 0, "spill_stores": 0,
+                  "spill_loads": 0, "barriers": 1}],
+        kernel_errors={"numba_shared": "NvrtcError: boom"},
+    )  # fmt: skip
+    markdown = render_report([save(tmp_path / "b.json", run)]).markdown
+    assert "| numba_cuda    | cuda     | no CUDA device |" in markdown
+    assert "ResultMismatch: a\\|b" in markdown  # a pipe in an error does not break the table
+    kernels = markdown.split("## GPU kernels (ptxas)")[1]
+    assert "registers/thread" in kernels and "sw_fwd" in kernels and "numba_shared: kernels did not build" in kernels
+
+
+def test_cli_entry_point_reports_errors_without_traceback(tmp_path, capsys):
+    from harness.cli import main
+
+    path = save(tmp_path / "a.json", make_run())
+    assert main(["report", str(path), "-o", str(tmp_path / "r.md")]) == 0
+    assert main(["report", str(path), "-o", str(tmp_path / "r.md")]) == 2
+    assert "--overwrite" in capsys.readouterr().out
+    assert main(["report", str(path), "-o", str(tmp_path / "r.md"), "--overwrite"]) == 0
+    stored = json.loads(path.read_text())
+    assert stored["benchmarks"][0]["extra_info"]["metrics"] == {"images_per_s": -1}  # input never modified
+
+
+def test_gpu_results_use_the_gpu_peaks_never_the_cpu_ones(tmp_path):
+    run = make_run()
+    run["machine_info"]["sw"]["gpu"] = {"name": "Test GPU", "sm_count": 80,
+                                        "peaks": {"gflops": 20_000.0, "gflops_source": "probe", "gbps": 1_000.0,
+                                                  "gbps_source": "probe"}}  # fmt: skip
+    run["benchmarks"].append(benchmark("cupy_fused", "c1", 1e-4, device="cuda", threads=None))
+    frame = results_frame(load_runs([save(tmp_path / "g.json", run)]))
+    gpu = frame[frame.device == "cuda"].iloc[0]
+    assert gpu.peak_gflops == 20_000.0 and gpu.pct_roofline == pytest.approx(100 * 400_000 / 1e12 / 1e-4)
+    assert math.isnan(gpu.speedup)  # no rep_merged on the GPU: no speedup, never the CPU's baseline
+    del run["machine_info"]["sw"]["gpu"]["peaks"]
+    frame = results_frame(load_runs([save(tmp_path / "h.json", run)]))
+    assert pd.isna(frame[frame.device == "cuda"].iloc[0].pct_roofline)
