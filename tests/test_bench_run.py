@@ -102,3 +102,10 @@ def test_a_benchmark_run_records_results_failures_and_what_was_not_run(tmp_path)
     assert {"computation": "torch_roll", "device": "cuda"} in [
         {k: entry[k] for k in ("computation", "device")} for entry in run["sw"]["not_run"]
     ] or torch.cuda.is_available()
+    # The report command reads the real file: the failure and the timed computations appear.
+    from harness.cli import main
+
+    assert main(["report", str(output), "--output", str(tmp_path / "report.md")]) == 0
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| k3     | torch_roll" in markdown and "bad_zeros" in markdown.split("## Failures")[1]
+    assert list(tmp_path.glob("report-roofline-*.png"))  # one case: no sweep varies, no sweep plot
