@@ -30,7 +30,7 @@ from harness.cudac.report import COLUMNS as KERNEL_COLUMNS
 from harness.perf import Workload, derived_metrics
 
 __all__ = ["ReportInputError", "Run", "Report", "load_runs", "results_frame", "sweep_parameter",
-           "compare", "render_report", "write_report", "main"]  # fmt: skip
+           "compare", "render_report", "write_report"]  # fmt: skip
 
 BASELINE_PEER = "rep_merged"
 SWEEP_PARAMETERS = ("big_kernel", "groups", "sparsity", "small_kernel")
