@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 # Benchmarks: tier (quick | full), extra pytest options, and where a run's JSON and report go.
 # Each run gets new, timestamped files: an earlier run or report is never overwritten.
 TIER       ?= quick
-BENCH_ARGS ?= --benchmark-max-time=0.5
+BENCH_ARGS ?= --benchmark-max-time=0.5 --benchmark-min-rounds=3
 RUN        := bench-$(TIER)-$(shell date -u +%Y%m%dT%H%M%SZ)
 BENCH_JSON ?= reports/runs/$(RUN).json
 REPORT     ?= reports/$(RUN).md

@@ -51,7 +51,7 @@ def _best_seconds(fn, device: torch.device, repeats: int) -> float:
     return best
 
 
-def probe_gflops(device: torch.device, size: int = 2048, repeats: int = 5) -> tuple[float, str]:
+def probe_gflops(device: torch.device, size: int = 2048, repeats: int = 15) -> tuple[float, str]:
     """FP32 GFLOP/s of a size x size matrix multiply (TF32 off), best of ``repeats``."""
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
@@ -66,7 +66,7 @@ def probe_gflops(device: torch.device, size: int = 2048, repeats: int = 5) -> tu
     return 2 * size**3 / seconds / 1e9, f"probe: torch.mm fp32 {size}x{size}, best of {repeats}{threads}"
 
 
-def probe_gbps(device: torch.device, megabytes: int = 256, repeats: int = 5) -> tuple[float, str]:
+def probe_gbps(device: torch.device, megabytes: int = 256, repeats: int = 10) -> tuple[float, str]:
     """Bandwidth of copying a ``megabytes`` fp32 tensor (bytes read + bytes written), best of ``repeats``."""
     count = megabytes * 2**20 // 4
     source = torch.ones(count, device=device)
