@@ -33,11 +33,11 @@ bench: $(STAMP)
 	mkdir -p $(dir $(BENCH_JSON))
 	$(BIN)/pytest --benchmark-only --tier $(TIER) --benchmark-json=$(BENCH_JSON) $(BENCH_ARGS); \
 	status=$$?; \
-	$(BIN)/swbench report $(BENCH_JSON) --output $(REPORT) && exit $$status
+	$(BIN)/swbench report $(BENCH_JSON) --output $(REPORT) $(if $(NOTES),--notes $(NOTES)) && exit $$status
 
-## Rebuild a report from saved runs: make report RUNS="reports/runs/a.json [b.json ...]" REPORT=reports/x.md
+## Rebuild a report from saved runs: make report RUNS="reports/runs/a.json [b.json ...]" REPORT=reports/x.md [NOTES=notes.md]
 report: $(STAMP)
-	$(BIN)/swbench report $(RUNS) --output $(REPORT)
+	$(BIN)/swbench report $(RUNS) --output $(REPORT) $(if $(NOTES),--notes $(NOTES))
 
 ## Check every implementation against the reference on cases/ plus random specs.
 check: $(STAMP)

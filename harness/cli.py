@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--output", "-o", type=Path, required=True, help="markdown file; its PNG plots go beside it")
     report.add_argument("--baseline", nargs="+", type=Path, metavar="RUN.json", help="runs to compare against")
     report.add_argument("--title", help="the report's title")
+    report.add_argument("--notes", type=Path, metavar="NOTES.md", help="markdown included after the summary (e.g. a profile)")
     report.add_argument("--overwrite", action="store_true", help="replace the report's files if they exist")
     return parser
 
@@ -78,7 +79,8 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     from harness.report import ReportInputError, write_report  # pandas and matplotlib: only when reporting
 
     try:
-        written = write_report(args.runs, args.output, args.baseline, args.overwrite, args.title)
+        notes = args.notes.read_text() if args.notes else None
+        written = write_report(args.runs, args.output, args.baseline, args.overwrite, args.title, notes)
     except (ReportInputError, FileExistsError, FileNotFoundError) as error:
         console.print(f"[red]cannot write the report:[/] {escape(str(error))}")
         return EXIT_USAGE

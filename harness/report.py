@@ -254,6 +254,44 @@ def _results_tables(frame: pd.DataFrame) -> list[str]:
     return parts
 
 
+#: The PyTorch ways to compute the SW branches (or their sum): what a fast implementation must beat.
+PYTORCH_WAYS = ("rep_merged", "rep_cross", "torch_roll")
+SUMMARY_NOTE = (
+    "Per case: the fastest implementation that is not one of the PyTorch ways, against the fastest PyTorch way "
+    f"to compute the same branches ({', '.join(PYTORCH_WAYS)}). *Roofline limit* is the speedup an implementation "
+    "would reach at 100% of the roofline: the fastest PyTorch way's median over the roofline time."
+)
+
+
+def _summary_section(frame: pd.DataFrame) -> list[str]:
+    """The fastest implementation per case against the fastest PyTorch way, with the roofline's limit."""
+    key = ["machine", "device", "dtype", "suite", "case"]
+    rows = []
+    for values, group in frame.groupby(key, sort=False):
+        mine = group[(group["kind"] == "implementation") & ~group["computation"].isin(PYTORCH_WAYS)]
+        ways = group[group["computation"].isin(PYTORCH_WAYS)]
+        if mine.empty or ways.empty:
+            continue
+        best, way = mine.loc[mine["median_s"].idxmin()], ways.loc[ways["median_s"].idxmin()]
+        rows.append(dict(zip(key, values)) | {
+            "fastest implementation": best["computation"],
+            "median ms": _number(best["median_s"] * 1e3),
+            "% roofline": _number(best["pct_roofline"]),
+            "fastest PyTorch way": way["computation"],
+            "its median ms": _number(way["median_s"] * 1e3),
+            "speedup": _number(way["median_s"] / best["median_s"]),
+            "roofline limit": _number(way["median_s"] / best["roofline_s"]),
+        })  # fmt: skip
+    if not rows:
+        return ["No case has both an implementation and a PyTorch way timed."]
+    table = pd.DataFrame(rows).sort_values(key, key=lambda c: _case_order(c) if c.name == "case" else c)
+    for column in ("machine", "device", "dtype"):
+        if table[column].nunique() == 1:
+            table = table.drop(columns=column)
+    numeric = ["median ms", "% roofline", "its median ms", "speedup", "roofline limit"]
+    return [SUMMARY_NOTE, _table(table, numeric=numeric)]
+
+
 def _roofline_figure(rows: pd.DataFrame, machine: str, device: str) -> Figure:
     figure = Figure(figsize=(7, 5), dpi=100, layout="constrained")
     axes = figure.add_subplot()
@@ -389,14 +427,20 @@ def _listings(runs: Sequence[Run]) -> list[str]:
 
 
 def render_report(paths: Sequence[Path | str], baseline: Sequence[Path | str] | None = None,
-                  title: str | None = None, image_stem: str | None = None) -> Report:  # fmt: skip
-    """Build the markdown and figures. Figures are named ``<image_stem>-<what>.png`` (``<what>.png`` without a stem)."""
+                  title: str | None = None, image_stem: str | None = None, notes: str | None = None) -> Report:  # fmt: skip
+    """Build the markdown and figures. Figures are named ``<image_stem>-<what>.png`` (``<what>.png`` without a stem).
+    ``notes`` (markdown, e.g. a profile explaining a shortfall) is included verbatim after the summary."""
     runs = load_runs(paths)
     if not runs:
         raise ReportInputError("no benchmark JSON files given")
     frame, figures = results_frame(runs), {}
     parts = [f"# {title or 'SW operator benchmarks'}", "## Runs", _runs_table(runs),
-             "## Machines", _machines_section(runs), "## Results", RESULTS_NOTE]  # fmt: skip
+             "## Machines", _machines_section(runs)]  # fmt: skip
+    if not frame.empty:
+        parts += ["## Summary", *_summary_section(frame)]
+    if notes:
+        parts += ["## Notes", notes.strip()]
+    parts += ["## Results", RESULTS_NOTE]
     parts += _results_tables(frame) if not frame.empty else ["No benchmark results in these files."]
     parts += _plots(frame, f"{image_stem}-" if image_stem else "", figures)
     parts += _listings(runs)
@@ -419,11 +463,11 @@ def _replace_atomically(path: Path, write) -> None:
 
 
 def write_report(paths: Sequence[Path | str], output: Path | str, baseline: Sequence[Path | str] | None = None,
-                 overwrite: bool = False, title: str | None = None) -> list[Path]:  # fmt: skip
+                 overwrite: bool = False, title: str | None = None, notes: str | None = None) -> list[Path]:  # fmt: skip
     """Write the markdown to ``output`` and its PNGs beside it; return the files written (markdown first).
     Nothing is written if rendering fails or, without ``overwrite``, if any target already exists."""
     output = Path(output)
-    report = render_report(paths, baseline, title, image_stem=output.stem)
+    report = render_report(paths, baseline, title, image_stem=output.stem, notes=notes)
     images = {output.parent / name: figure for name, figure in report.figures.items()}
     targets = [output, *images]
     if not overwrite:

@@ -122,7 +122,7 @@ def test_same_input_renders_identical_markdown_and_pngs(tmp_path):
 
 
 def test_results_table_has_per_case_rows_with_formatted_metrics(tmp_path):
-    markdown = render_report([save(tmp_path / "a.json", make_run())]).markdown
+    markdown = render_report([save(tmp_path / "a.json", make_run())]).markdown.split("## Results")[1]
     header = next(line for line in markdown.splitlines() if "median ms" in line)
     assert [c.strip() for c in header.strip("|").split("|")] == [
         "case", "computation", "kind", "device", "threads", "median ms", "IQR ms", "images/s", "GFLOP/s", "GB/s",
@@ -189,9 +189,10 @@ def test_two_machines_merge_into_column_groups(tmp_path):
     frame = results_frame(load_runs(paths))
     assert sorted(frame.machine.unique()) == ["box-a", "box-b"] and len(frame) == 12
     report = render_report(paths)
-    header = next(line for line in report.markdown.splitlines() if "median ms" in line)
+    results = report.markdown.split("## Results")[1]
+    header = next(line for line in results.splitlines() if "median ms" in line)
     assert "box-a median ms" in header and "box-b median ms" in header and "box-b speedup vs rep_merged" in header
-    rows = [line for line in report.markdown.splitlines() if line.startswith("| c1 ") and "torch_roll" in line]
+    rows = [line for line in results.splitlines() if line.startswith("| c1 ") and "torch_roll" in line]
     assert len(rows) == 1  # one row per (case, computation), both machines side by side
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert "10.0" in cells and "20.0" in cells
@@ -309,3 +310,17 @@ def test_gpu_results_use_the_gpu_peaks_never_the_cpu_ones(tmp_path):
     del run["machine_info"]["sw"]["gpu"]["peaks"]
     frame = results_frame(load_runs([save(tmp_path / "h.json", run)]))
     assert pd.isna(frame[frame.device == "cuda"].iloc[0].pct_roofline)
+
+
+def test_summary_sets_the_fastest_implementation_against_the_fastest_pytorch_way(tmp_path):
+    markdown = render_report([save(tmp_path / "a.json", make_run())], notes="profile: conv 40%").markdown
+    summary = markdown.split("## Summary")[1].split("## Notes")[0]
+    # c1: numba_cpu 4 ms against rep_merged 8 ms (torch_roll, 10 ms, is a PyTorch way, not a contender)
+    row = next(line for line in summary.splitlines() if "| c1 " in line)
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    # suite, case, fastest implementation, median ms, % roofline, fastest PyTorch way, its median ms, speedup, limit
+    assert cells[1:4] == ["c1", "numba_cpu", "4.00"]
+    assert cells[5:8] == ["rep_merged", "8.00", "2.00"]
+    # roofline time of c1 with PEAKS: max(2 MFLOP / 100 GFLOP/s, 0.4 MB / 10 GB/s) = 40 us
+    assert cells[4] == "1.00" and cells[8] == "200"  # 40 us / 4 ms; 8 ms / 40 us
+    assert markdown.split("## Notes")[1].split("## Results")[0].strip() == "profile: conv 40%"
