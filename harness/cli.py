@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--output", "-o", type=Path, required=True, help="markdown file; its PNG plots go beside it")
     report.add_argument("--baseline", nargs="+", type=Path, metavar="RUN.json", help="runs to compare against")
     report.add_argument("--title", help="the report's title")
+    report.add_argument(
+        "--noise-floor", type=float, default=1.0, metavar="RATIO",
+        help="with --baseline: flag a change only beyond this ratio as well as beyond the IQRs (measure it with "
+        "two runs of the same code; default 1: IQRs only)",
+    )  # fmt: skip
     report.add_argument("--notes", type=Path, metavar="NOTES.md", help="markdown included after the summary (e.g. a profile)")
     report.add_argument("--overwrite", action="store_true", help="replace the report's files if they exist")
     return parser
@@ -80,8 +85,10 @@ def _report(args: argparse.Namespace, console: Console) -> int:
 
     try:
         notes = args.notes.read_text() if args.notes else None
-        written = write_report(args.runs, args.output, args.baseline, args.overwrite, args.title, notes)
-    except (ReportInputError, FileExistsError, FileNotFoundError) as error:
+        written = write_report(
+            args.runs, args.output, args.baseline, args.overwrite, args.title, notes, args.noise_floor
+        )
+    except (ValueError, FileExistsError, FileNotFoundError) as error:  # ReportInputError is a ValueError
         console.print(f"[red]cannot write the report:[/] {escape(str(error))}")
         return EXIT_USAGE
     for path in written:

@@ -331,23 +331,33 @@ def _sweep_figure(rows: pd.DataFrame, suite: str, parameter: str) -> Figure:
     return figure
 
 
-def compare(new: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
+def compare(new: pd.DataFrame, base: pd.DataFrame, noise_floor: float = 1.0) -> pd.DataFrame:
     """Results present in both, with median ratio new/base and a verdict against the measured noise:
-    'regression' when new q1 > base q3 (interquartile ranges apart, new slower), 'improvement' when
-    new q3 < base q1, else 'within noise'."""
+    'regression' when new q1 > base q3 (interquartile ranges apart, new slower) and the ratio exceeds
+    ``noise_floor``, 'improvement' symmetrically, else 'within noise'.
+
+    The IQRs measure the noise within a run. On a shared machine the noise between runs is larger:
+    ``noise_floor`` is that between-run noise as a ratio, measured by comparing two runs of the same
+    code (an A/A comparison; the section reports its spread so it can be read off)."""
+    if not noise_floor >= 1.0:
+        raise ValueError(f"noise floor must be a ratio >= 1, got {noise_floor!r}")
     columns = [*KEY, "median_s", "q1_s", "q3_s"]
     both = new[columns].merge(base[columns], on=KEY, suffixes=("_new", "_base"))
     both["ratio"] = both["median_s_new"] / both["median_s_base"]
     both["verdict"] = [
-        "regression" if r.q1_s_new > r.q3_s_base else "improvement" if r.q3_s_new < r.q1_s_base else "within noise"
+        "regression" if r.q1_s_new > r.q3_s_base and r.ratio > noise_floor
+        else "improvement" if r.q3_s_new < r.q1_s_base and r.ratio < 1 / noise_floor
+        else "within noise"
         for r in both.itertuples()
-    ]
+    ]  # fmt: skip
     return both.sort_values(KEY, key=lambda c: _case_order(c) if c.name == "case" else c, ignore_index=True)
 
 
-def _comparison_section(new: pd.DataFrame, base: pd.DataFrame, base_runs: Sequence[Run]) -> list[str]:
+def _comparison_section(
+    new: pd.DataFrame, base: pd.DataFrame, base_runs: Sequence[Run], noise_floor: float
+) -> list[str]:
     files = ", ".join(f"`{run.path.name}`" for run in base_runs)
-    both = compare(new, base) if not new.empty and not base.empty else pd.DataFrame()
+    both = compare(new, base, noise_floor) if not new.empty and not base.empty else pd.DataFrame()
     if both.empty:
         return [f"Baseline {files}: no (machine, device, case, computation) in common with this run"
                 " (results compare only on the same machine)."]
@@ -359,7 +369,13 @@ def _comparison_section(new: pd.DataFrame, base: pd.DataFrame, base_runs: Sequen
     counts = both["verdict"].value_counts()
     summary = ", ".join(f"{v}: {counts.get(v, 0)}" for v in ("regression", "improvement", "within noise"))
     only = f"{len(new) - len(both)} results only in this run, {len(base) - len(both)} only in the baseline."
-    rule = "Verdicts compare interquartile ranges (regression: new q1 > base q3; improvement: new q3 < base q1)."
+    spread = math.exp(both["ratio"].map(lambda r: abs(math.log(r))).quantile(0.95))
+    rule = (
+        "Verdicts: regression when new q1 > base q3 and new/base > the noise floor "
+        f"({_number(noise_floor)}); improvement symmetrically. 95% of the ratios here are within "
+        f"{_number(spread)}x either way: if the code did not change (an A/A comparison), that is this machine's "
+        "between-run noise, to pass as --noise-floor."
+    )
     numeric = ["base median ms", "new median ms", "new/base"]
     return [f"Baseline {files}: {summary}. {only} {rule}", _table(shown, numeric)]
 
@@ -427,7 +443,8 @@ def _listings(runs: Sequence[Run]) -> list[str]:
 
 
 def render_report(paths: Sequence[Path | str], baseline: Sequence[Path | str] | None = None,
-                  title: str | None = None, image_stem: str | None = None, notes: str | None = None) -> Report:  # fmt: skip
+                  title: str | None = None, image_stem: str | None = None, notes: str | None = None,
+                  noise_floor: float = 1.0) -> Report:  # fmt: skip
     """Build the markdown and figures. Figures are named ``<image_stem>-<what>.png`` (``<what>.png`` without a stem).
     ``notes`` (markdown, e.g. a profile explaining a shortfall) is included verbatim after the summary."""
     runs = load_runs(paths)
@@ -446,7 +463,7 @@ def render_report(paths: Sequence[Path | str], baseline: Sequence[Path | str] | 
     parts += _listings(runs)
     if baseline:
         base_runs = load_runs(baseline)
-        parts += ["## Comparison with the baseline", *_comparison_section(frame, results_frame(base_runs), base_runs)]
+        parts += ["## Comparison with the baseline", *_comparison_section(frame, results_frame(base_runs), base_runs, noise_floor)]
     return Report("\n\n".join(parts) + "\n", figures)
 
 
@@ -463,11 +480,12 @@ def _replace_atomically(path: Path, write) -> None:
 
 
 def write_report(paths: Sequence[Path | str], output: Path | str, baseline: Sequence[Path | str] | None = None,
-                 overwrite: bool = False, title: str | None = None, notes: str | None = None) -> list[Path]:  # fmt: skip
+                 overwrite: bool = False, title: str | None = None, notes: str | None = None,
+                 noise_floor: float = 1.0) -> list[Path]:  # fmt: skip
     """Write the markdown to ``output`` and its PNGs beside it; return the files written (markdown first).
     Nothing is written if rendering fails or, without ``overwrite``, if any target already exists."""
     output = Path(output)
-    report = render_report(paths, baseline, title, image_stem=output.stem, notes=notes)
+    report = render_report(paths, baseline, title, image_stem=output.stem, notes=notes, noise_floor=noise_floor)
     images = {output.parent / name: figure for name, figure in report.figures.items()}
     targets = [output, *images]
     if not overwrite:

@@ -223,6 +223,14 @@ def test_baseline_flags_regressions_beyond_noise_only(tmp_path):
     assert any("torch_roll" in line and "regression" in line and "1.50" in line for line in section.splitlines())
     other_machine = save(tmp_path / "other.json", make_run("box-z"))
     assert "no (machine, device, case, computation) in common" in render_report([new], [other_machine]).markdown
+    # Between-run noise (measured with an A/A pair) of 1.6x: the 1.5x slowdown is no longer a verdict, 2x still is.
+    noisy = compare(results_frame(load_runs([new])), results_frame(load_runs([base])), noise_floor=1.6)
+    by_key = {(r.computation, r.case): r.verdict for r in noisy.itertuples()}
+    assert by_key[("torch_roll", "c1")] == "within noise" and by_key[("numba_cpu", "c2")] == "improvement"
+    section = render_report([new], baseline=[base], noise_floor=1.6).markdown.split("## Comparison")[1]
+    assert "regression: 0, improvement: 1, within noise: 5" in section and "noise floor (1.60)" in section
+    with pytest.raises(ValueError, match="noise floor must be a ratio >= 1"):
+        compare(results_frame(load_runs([new])), results_frame(load_runs([base])), noise_floor=0.5)
 
 
 def test_sweep_parameter_detection_and_plots(tmp_path):
