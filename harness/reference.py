@@ -88,8 +88,10 @@ def merge_kernels(weight: torch.Tensor, spec: ShiftwiseSpec) -> MergedKernels:
 
 
 @contextlib.contextmanager
-def exact_math():
-    """Deterministic algorithms and no TF32 while the reference runs (restored afterwards)."""
+def exact_math(deterministic: bool = True):
+    """No TF32 and, unless ``deterministic`` is False, deterministic algorithms while the
+    reference runs (restored afterwards). Timed peers pass False: they must compute in true
+    FP32 like the implementations, but may use the fastest (nondeterministic) algorithms."""
     saved = (
         torch.backends.cudnn.allow_tf32,
         torch.backends.cuda.matmul.allow_tf32,
@@ -97,7 +99,8 @@ def exact_math():
     )
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         yield
     finally:
@@ -105,13 +108,16 @@ def exact_math():
         torch.use_deterministic_algorithms(saved[2])
 
 
-def merged_forward(x: torch.Tensor, kernels: MergedKernels, spec: ShiftwiseSpec) -> Branches:
-    """Run the three merged depthwise convs with the exact (asymmetric) zero padding."""
+def merged_forward(
+    x: torch.Tensor, kernels: MergedKernels, spec: ShiftwiseSpec, *, deterministic: bool = True
+) -> Branches:
+    """Run the three merged depthwise convs with the exact (asymmetric) zero padding
+    (``deterministic``: see ``exact_math``)."""
     half = spec.big_kernel // 2
     far = spec.nk * spec.small_kernel - 1 - half  # offset of the last strip tap; > half if k ∤ M
     r = spec.small_kernel // 2
     c = spec.channels
-    with exact_math():
+    with exact_math(deterministic):
         # F.pad order: (left, right, top, bottom)
         h = F.conv2d(F.pad(x, (half, far, r, r)), kernels.h, groups=c)
         v = F.conv2d(F.pad(x, (r, r, half, far)), kernels.v, groups=c)
