@@ -94,7 +94,6 @@ class Computation:
         dtype_name = str(dtype).removeprefix("torch.")
         inputs = make_inputs(CheckCase(case, dtype_name, "float", device=str(device)), nan_pruned=True)
         x, weight, spec = inputs.x, inputs.weight, case.spec()
-        sw_flops = useful_flops(spec, case.input_shape)
         if self.peer is not None:
             prepared = self.peer.prepare(case, x, weight)
             workload = Workload(case.batch, prepared.flops, prepared.compulsory_bytes, None)
@@ -102,7 +101,8 @@ class Computation:
 
         impl = self.implementation
         traffic = impl.traffic(spec, case.input_shape, x.element_size()) if impl.traffic else None
-        workload = Workload(case.batch, sw_flops, compulsory_bytes(spec, case.input_shape, x.element_size()), traffic)
+        flops = useful_flops(spec, case.input_shape)
+        workload = Workload(case.batch, flops, compulsory_bytes(spec, case.input_shape, x.element_size()), traffic)
 
         def run() -> object:
             with torch.no_grad():

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +16,7 @@ from rich.table import Table
 
 from harness.cases import Case, load_cases
 from harness.checking import DTYPES, MODES, CheckCase, CheckResult, check
+from harness.files import write_text_atomically
 from harness.registry import discover
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
@@ -114,16 +113,8 @@ def _kernels(args: argparse.Namespace, console: Console) -> int:
         markdown += "\n\nKernels that did not build:\n" + "\n".join(f"- {name}: {error}" for name, error in errors.items())
     console.print(markdown, markup=False, soft_wrap=True)
     if args.output:
-        write_atomically(args.output, f"# CUDA kernels: ptxas figures (no GPU needed)\n\nMade by `swbench kernels` (`make kernels`).\n\n{markdown}\n")
+        write_text_atomically(args.output, f"# CUDA kernels: ptxas figures (no GPU needed)\n\nMade by `swbench kernels` (`make kernels`).\n\n{markdown}\n")
     return EXIT_MISMATCH if errors or found.errors else EXIT_OK
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write via a temporary file and a rename, so readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
 
 
 def _list(args: argparse.Namespace, console: Console) -> int:

@@ -51,6 +51,10 @@ def _best_seconds(fn, device: torch.device, repeats: int) -> float:
     return best
 
 
+def _threads_note(device: torch.device) -> str:
+    return f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+
+
 def probe_gflops(device: torch.device, size: int = 2048, repeats: int = 15) -> tuple[float, str]:
     """FP32 GFLOP/s of a size x size matrix multiply (TF32 off), best of ``repeats``."""
     a = torch.randn(size, size, device=device)
@@ -62,8 +66,7 @@ def probe_gflops(device: torch.device, size: int = 2048, repeats: int = 15) -> t
         seconds = _best_seconds(lambda: torch.mm(a, b, out=out), device, repeats)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved
-    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
-    return 2 * size**3 / seconds / 1e9, f"probe: torch.mm fp32 {size}x{size}, best of {repeats}{threads}"
+    return 2 * size**3 / seconds / 1e9, f"probe: torch.mm fp32 {size}x{size}, best of {repeats}{_threads_note(device)}"
 
 
 def probe_gbps(device: torch.device, megabytes: int = 256, repeats: int = 10) -> tuple[float, str]:
@@ -72,8 +75,7 @@ def probe_gbps(device: torch.device, megabytes: int = 256, repeats: int = 10) ->
     source = torch.ones(count, device=device)
     target = torch.empty(count, device=device)
     seconds = _best_seconds(lambda: target.copy_(source), device, repeats)
-    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
-    return 2 * count * 4 / seconds / 1e9, f"probe: copy of {megabytes} MiB fp32, best of {repeats}{threads}"
+    return 2 * count * 4 / seconds / 1e9, f"probe: copy of {megabytes} MiB fp32, best of {repeats}{_threads_note(device)}"
 
 
 def peaks(device: torch.device, gflops: float | None = None, gbps: float | None = None) -> Peaks:

@@ -16,9 +16,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from harness.cudac.report import COLUMNS as KERNEL_COLUMNS
+from harness.files import replace_atomically, write_text_atomically
 from harness.perf import Workload, derived_metrics
 
 __all__ = ["ReportInputError", "Run", "Report", "load_runs", "results_frame", "sweep_parameter",
@@ -467,18 +466,6 @@ def render_report(paths: Sequence[Path | str], baseline: Sequence[Path | str] | 
     return Report("\n\n".join(parts) + "\n", figures)
 
 
-def _replace_atomically(path: Path, write) -> None:
-    """Write through ``write(handle)`` to a temporary file beside ``path``, then rename it over ``path``."""
-    handle = tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            write(handle)
-        os.replace(handle.name, path)
-    except BaseException:
-        os.unlink(handle.name)
-        raise
-
-
 def write_report(paths: Sequence[Path | str], output: Path | str, baseline: Sequence[Path | str] | None = None,
                  overwrite: bool = False, title: str | None = None, notes: str | None = None,
                  noise_floor: float = 1.0) -> list[Path]:  # fmt: skip
@@ -494,6 +481,6 @@ def write_report(paths: Sequence[Path | str], output: Path | str, baseline: Sequ
                 raise FileExistsError(f"{target} exists; pass --overwrite (overwrite=True) to replace it")
     output.parent.mkdir(parents=True, exist_ok=True)
     for path, figure in images.items():
-        _replace_atomically(path, lambda h, f=figure: f.savefig(h, format="png", metadata={"Software": None}))
-    _replace_atomically(output, lambda h: h.write(report.markdown.encode()))  # last: it only appears with its images
+        replace_atomically(path, lambda h, f=figure: f.savefig(h, format="png", metadata={"Software": None}))
+    write_text_atomically(output, report.markdown)  # last: it only appears with its images
     return targets

@@ -19,7 +19,7 @@ import dataclasses
 import pytest
 import torch
 
-from harness.bench import outputs_equal
+from harness.bench import ResultMismatch, outputs_equal
 from harness.bench_plugin import DTYPES, record_failure, roofline_peaks
 from harness.perf import derived_metrics, useful_flops
 
@@ -40,13 +40,18 @@ def _flusher(device: str):
 def test_throughput(benchmark, computation, bench_device, bench_case, request):
     config = request.config
     dtype = DTYPES[config.getoption("bench_dtype")]
+    mismatch = None
     try:
         prepared = computation.prepare(bench_case, dtype, bench_device)
         first = prepared.run()  # also the warm-up: compilation, caches, allocator
         verified = prepared.verify(first)
-    except Exception as error:  # recorded in the JSON; the other computations go on
+    except ResultMismatch as error:  # recorded in the JSON; the other computations go on
+        record_failure(config, computation, bench_device, bench_case, error)
+        mismatch = str(error)
+    except Exception as error:  # a crash: recorded too, and reported with its traceback
         record_failure(config, computation, bench_device, bench_case, error)
         raise
+    assert mismatch is None, f"wrong result, not timed: {mismatch}"
     case_fields = {k: v for k, v in dataclasses.asdict(bench_case).items() if k not in ("name", "seed")}
     benchmark.group = f"{bench_case.suite}/{bench_case.name}"
     benchmark.extra_info.update(
