@@ -80,11 +80,10 @@ class Computation:
             if device == "cuda" and not torch.cuda.is_available():
                 return "no CUDA device (torch.cuda.is_available() is False)"
             return None
-        reason = self.implementation.unavailable_reason(device)
-        if reason is None and device in self.implementation.emulated_on:
-            mode = self.implementation.execution_mode(device)
-            reason = f"{mode}: an emulation of GPU code, checked for correctness but never timed"
-        return reason
+        execution = self.implementation.runs_on(device)
+        if execution.unavailable is None and execution.emulated:
+            return f"{execution.mode}: an emulation of GPU code, checked for correctness but never timed"
+        return execution.unavailable
 
     def execution_mode(self, device: str) -> str:
         return self.implementation.execution_mode(device) if self.implementation else f"torch on {device}"

@@ -1,9 +1,9 @@
 """Implementations of the SW operator: the record each one declares, and discovery in ``impls/``.
 
-An implementation is one Python file in ``impls/`` that defines a module-level
-``IMPLEMENTATION = Implementation(...)``. Discovery imports every ``*.py`` there (files whose
-name starts with ``_`` are skipped); a file that fails to import, or declares nothing usable,
-is reported with its error and never stops the others.
+An implementation is one Python file in ``impls/`` (or one package, ``impls/<name>/__init__.py``,
+for a large one) that defines a module-level ``IMPLEMENTATION = Implementation(...)``. Discovery
+imports every ``*.py`` file and package there (names starting with ``_`` are skipped); a file that
+fails to import, or declares nothing usable, is reported with its error and never stops the others.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import hashlib
 import importlib.util
 import os
 import sys
@@ -39,17 +40,44 @@ class Computes(enum.Enum):
     SHIFT_ADD = "shift_add"
 
 
-def _always_available(device: torch.device) -> str | None:
-    return None
+class Role(enum.Enum):
+    """What a computation is to the benchmarks and the report (declared, never guessed from a name)."""
+
+    #: An implementation of the SW operator under test: what the report crowns or not.
+    IMPLEMENTATION = "implementation"
+    #: A way a user computes the same branches (or their sum) with plain PyTorch: what an
+    #: implementation must beat. Checked against the reference when it is an implementation.
+    PYTORCH_WAY = "pytorch_way"
+    #: Another large-kernel operator (SLaK strips, UniRepLKNet's 13x13): context, not a rival answer.
+    OTHER_OPERATOR = "other_operator"
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How an implementation runs on one device of this machine."""
+
+    #: In words, for listings and reports ("native cpu", "host emulation: ...").
+    mode: str
+    #: Why it cannot run on the device here, or None when it can.
+    unavailable: str | None = None
+    #: GPU code run in an emulation (host build, Numba's simulator): checked like any other
+    #: implementation, on smaller shapes, and never benchmarked.
+    emulated: bool = False
+
+
+def native(device: torch.device) -> Execution:
+    """The default ``execution``: runs natively wherever its ``devices`` allow."""
+    return Execution(f"native {device.type}")
 
 
 @dataclass(frozen=True)
 class Implementation:
     """The declarative record of one implementation.
 
-    ``availability(device)`` returns ``None`` when the implementation can run on ``device``
-    here, else the reason it cannot (a missing package, no GPU, ...). The harness already
-    checks that the device type is in ``devices`` and that a CUDA device exists.
+    ``execution(device)`` says how it runs on ``device`` here: its mode in words, the reason it
+    cannot run (a missing package, ...) or None, and whether it is an emulation of GPU code.
+    The harness already checks that the device type is in ``devices`` and that a CUDA device
+    exists before asking.
     """
 
     name: str
@@ -57,16 +85,13 @@ class Implementation:
     computes: Computes
     devices: tuple[str, ...]
     dtypes: tuple[torch.dtype, ...]
-    availability: Callable[[torch.device], str | None] = _always_available
+    execution: Callable[[torch.device], Execution] = native
     autograd: bool = False
     description: str = ""
-    #: How it runs on a device, when that is not plain (e.g. "host emulation of a .cu").
-    execution: Callable[[torch.device], str] | None = None
+    #: What it is to the benchmarks: an SW implementation under test, or a PyTorch way.
+    role: Role = Role.IMPLEMENTATION
     #: Bytes it moves for (spec, input shape, itemsize), by its own traffic model.
     traffic: Callable[[ShiftwiseSpec, tuple[int, int, int, int], int], int] | None = None
-    #: Devices on which it runs GPU code in an emulation (host build, Numba's simulator):
-    #: checked like any other, on smaller shapes, and never benchmarked.
-    emulated_on: tuple[str, ...] = ()
     #: ptxas figures of its GPU kernels for an architecture ("sm_80"), for the kernels table.
     kernel_figures: Callable[[str], list] | None = None
     source: Path | None = field(default=None, compare=False)
@@ -83,20 +108,30 @@ class Implementation:
             raise ValueError(f"Implementation {self.name}: devices must be a non-empty subset of cpu, cuda, got {self.devices}")
         if not self.dtypes or not all(isinstance(d, torch.dtype) and d.is_floating_point for d in self.dtypes):
             raise ValueError(f"Implementation {self.name}: dtypes must be floating torch dtypes, got {self.dtypes}")
+        if not isinstance(self.role, Role) or self.role is Role.OTHER_OPERATOR:
+            raise ValueError(f"Implementation {self.name}: role must be Role.IMPLEMENTATION or Role.PYTORCH_WAY, got {self.role!r}")
+        if not callable(self.execution):
+            raise TypeError(f"Implementation {self.name}: execution must be callable, got {type(self.execution).__name__}")
+
+    def runs_on(self, device: str | torch.device = "cpu") -> Execution:
+        """How it runs on ``device`` here; ``unavailable`` set when it cannot."""
+        device = torch.device(device)
+        if device.type not in self.devices:
+            return Execution("not supported", f"runs on {', '.join(self.devices)}, not {device.type}")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            return Execution("no device", "no CUDA device (torch.cuda.is_available() is False)")
+        execution = self.execution(device)
+        if not isinstance(execution, Execution):
+            raise TypeError(f"implementation {self.name}: execution({device}) must return an Execution, got {execution!r}")
+        return execution
 
     def unavailable_reason(self, device: str | torch.device = "cpu") -> str | None:
         """Why this implementation cannot run on ``device`` here, or None if it can."""
-        device = torch.device(device)
-        if device.type not in self.devices:
-            return f"runs on {', '.join(self.devices)}, not {device.type}"
-        if device.type == "cuda" and not torch.cuda.is_available():
-            return "no CUDA device (torch.cuda.is_available() is False)"
-        return self.availability(device)
+        return self.runs_on(device).unavailable
 
     def execution_mode(self, device: str | torch.device = "cpu") -> str:
         """How it runs on ``device`` (e.g. host emulation of a CUDA kernel), for listings."""
-        device = torch.device(device)
-        return self.execution(device) if self.execution is not None else f"native {device.type}"
+        return self.runs_on(device).mode
 
     def __call__(self, x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec) -> Branches:
         """Validate the inputs, run the implementation, check and return its three branches."""
@@ -178,25 +213,46 @@ def discover(path: str | os.PathLike | None = None) -> Discovery:
     """Import every implementation file in the folder; collect records and load errors."""
     folder = impls_dir(path)
     if not folder.is_dir():
-        raise FileNotFoundError(f"implementation folder {folder} does not exist")
+        raise FileNotFoundError(f"implementation folder {folder} does not exist (from --impls-dir or ${IMPLS_ENV})")
     found: dict[str, Implementation] = {}
     errors: dict[str, str] = {}
-    for file in sorted(folder.glob("*.py")):
-        if file.name.startswith("_"):
-            continue
+    # Oldest first, so that of two files declaring one name the one added last is blamed.
+    for file, version in sorted(_candidates(folder), key=lambda item: (item[1], item[0].name)):
+        label = _label(file)
         try:
-            record = _load_record(file, file.stat().st_mtime_ns)
+            record = _load_record(file, version)
         except (Exception, SystemExit) as error:  # a broken file must not stop the others
             tail = "".join(traceback.format_exception(error)[-3:]).strip()
-            errors[file.name] = f"{type(error).__name__}: {error}\n{tail}"
+            errors[label] = f"{type(error).__name__}: {error}\n{tail}"
             continue
         if record.name in found:
-            errors[file.name] = (
-                f"duplicate implementation name {record.name!r}, already declared in {found[record.name].source.name}"
+            errors[label] = (
+                f"duplicate implementation name {record.name!r}, already declared in {_label(found[record.name].source)}"
             )
             continue
         found[record.name] = record
-    return Discovery(folder, found, errors)
+    return Discovery(folder, dict(sorted(found.items())), dict(sorted(errors.items())))
+
+
+def _candidates(folder: Path) -> list[tuple[Path, int]]:
+    """Implementation files (``name.py``) and packages (``name/__init__.py``) with their version:
+    the newest modification time among the package's files."""
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.startswith(("_", ".")):
+            continue
+        if entry.is_file() and entry.suffix == ".py":
+            found.append((entry, entry.stat().st_mtime_ns))
+        elif entry.is_dir() and (entry / "__init__.py").is_file():
+            found.append((entry / "__init__.py", max(f.stat().st_mtime_ns for f in entry.rglob("*.py"))))
+    return found
+
+
+def _label(file: Path | None) -> str:
+    """``name.py`` for a file, ``name/`` for a package."""
+    if file is None:
+        return "?"
+    return f"{file.parent.name}/" if file.name == "__init__.py" else file.name
 
 
 def implementations(path: str | os.PathLike | None = None) -> dict[str, Implementation]:
@@ -206,10 +262,18 @@ def implementations(path: str | os.PathLike | None = None) -> dict[str, Implemen
 
 @functools.lru_cache(maxsize=None)
 def _load_record(file: Path, mtime_ns: int) -> Implementation:
-    """Import one implementation file. Cached per file version, so repeated discovery reuses
-    the module (and whatever it compiled) until the file changes; failures are not cached."""
-    module_name = f"sw_impls.{file.parent.name}_{abs(hash(str(file.parent)))}.{file.stem}"
-    module_spec = importlib.util.spec_from_file_location(module_name, file)
+    """Import one implementation file or package. Cached per version, so repeated discovery
+    reuses the module (and whatever it compiled) until a file changes; failures are not cached.
+    The module name is stable across processes (a digest of the path), so Numba's on-disk
+    cache can key on it."""
+    package = file.name == "__init__.py"
+    where = file.parent.parent if package else file.parent
+    stem = file.parent.name if package else file.stem
+    digest = hashlib.sha1(str(where).encode()).hexdigest()[:12]
+    module_name = f"sw_impls_{digest}_{stem}"
+    module_spec = importlib.util.spec_from_file_location(
+        module_name, file, submodule_search_locations=[str(file.parent)] if package else None
+    )
     if module_spec is None or module_spec.loader is None:
         raise ImportError(f"cannot load {file} as a Python module")
     module = importlib.util.module_from_spec(module_spec)
@@ -222,7 +286,7 @@ def _load_record(file: Path, mtime_ns: int) -> Implementation:
     record = getattr(module, "IMPLEMENTATION", None)
     if not isinstance(record, Implementation):
         raise TypeError(
-            f"{file.name} must define IMPLEMENTATION = harness.Implementation(...), "
+            f"{_label(file)} must define IMPLEMENTATION = harness.Implementation(...), "
             f"got {type(record).__name__ if record is not None else 'nothing'}"
         )
     return dataclasses.replace(record, source=file)

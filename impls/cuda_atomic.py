@@ -15,9 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness import Branches, ShiftwiseSpec, cudac
-from harness.registry import Computes, Implementation
-from harness.traffic import compulsory_bytes, conv_output_elements, scatter_moves
+from harness import Branches, Computes, Implementation, ShiftwiseSpec, compulsory_bytes, conv_output_elements, cudac, scatter_moves
 
 KERNEL_SOURCE = Path(__file__).with_suffix(".cu")
 BLOCK = 256
@@ -104,11 +102,9 @@ IMPLEMENTATION = Implementation(
     computes=Computes.SHIFT_ADD,
     devices=("cpu", "cuda"),
     dtypes=(torch.float32, torch.float64),
-    availability=lambda device: cudac.unavailable_reason(KERNEL_SOURCE, device),
+    execution=lambda device: cudac.execution(KERNEL_SOURCE, device),
     autograd=True,
     description="the paper's scatter kernel: one thread per conv-output element, atomicAdd into up to 2E+1 outputs",
-    execution=lambda device: cudac.execution_mode(KERNEL_SOURCE, device),
     traffic=traffic,
-    emulated_on=("cpu",),
     kernel_figures=lambda arch: cudac.source_figures(KERNEL_SOURCE, arch),
 )

@@ -16,10 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness import Branches, ShiftwiseSpec, cudac
-from harness.moves import move_tables
-from harness.registry import Computes, Implementation
-from harness.traffic import compulsory_bytes
+from harness import Branches, Computes, Execution, Implementation, ShiftwiseSpec, compulsory_bytes, cudac, move_tables
 
 KERNEL_SOURCE = Path(__file__).with_suffix(".cu")
 BLOCK = 128
@@ -153,19 +150,15 @@ def traffic(spec: ShiftwiseSpec, shape, itemsize: int) -> int:
     return compulsory_bytes(spec, shape, itemsize) + itemsize * halo
 
 
-def _availability(device: torch.device) -> str | None:
-    if device.type == "cuda":
-        try:
-            import cupy  # noqa: F401
-        except ImportError as error:
-            return f"CuPy is not installed ({error}); install cupy-cuda13x (or cupy-cuda12x for a CUDA 12 driver)"
-    return cudac.unavailable_reason(KERNEL_SOURCE, device)
-
-
-def _execution(device: torch.device) -> str:
+def _execution(device: torch.device) -> Execution:
     if device.type == "cpu":
-        return cudac.execution_mode(KERNEL_SOURCE, device)
-    return "GPU: cupy.RawModule (NVRTC) on torch's current stream, DLPack views"
+        return cudac.execution(KERNEL_SOURCE, device)
+    mode = "GPU: cupy.RawModule (NVRTC) on torch's current stream, DLPack views"
+    try:
+        import cupy  # noqa: F401
+    except ImportError as error:
+        return Execution(mode, f"CuPy is not installed ({error}); install cupy-cuda13x (or cupy-cuda12x for a CUDA 12 driver)")
+    return Execution(mode, cudac.unavailable_reason(KERNEL_SOURCE, device))
 
 
 IMPLEMENTATION = Implementation(
@@ -174,10 +167,8 @@ IMPLEMENTATION = Implementation(
     computes=Computes.OPERATOR,
     devices=("cpu", "cuda"),
     dtypes=(torch.float32, torch.float64),
-    availability=_availability,
     description="small conv fused with the shift-and-add in shared memory: the conv output never reaches memory",
     execution=_execution,
     traffic=traffic,
-    emulated_on=("cpu",),
     kernel_figures=lambda arch: cudac.source_figures(KERNEL_SOURCE, arch),
 )

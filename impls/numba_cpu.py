@@ -42,8 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from harness import Branches, ShiftwiseSpec
-from harness.registry import Computes, Implementation
+from harness import Branches, Computes, Implementation, ShiftwiseSpec
 
 _FASTMATH = {"reassoc", "contract"}
 #: Bytes per SIMD vector of the row kernel: one AVX-512 register (this host has AVX-512F; on

@@ -27,9 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness import Branches, ShiftwiseSpec
-from harness.moves import move_tables
-from harness.registry import Computes, Implementation
+from harness import Branches, Computes, Execution, Implementation, ShiftwiseSpec, compulsory_bytes, conv_output_elements, move_tables
 
 SIMULATOR_ENV = "NUMBA_ENABLE_CUDASIM"
 cuda = None  # numba.cuda, bound by _kernels() on first use
@@ -183,30 +181,27 @@ def shift_add(y: torch.Tensor, spec: ShiftwiseSpec) -> Branches:
     return Branches(out_h, out_v, out_i)
 
 
-def _availability(device: torch.device) -> str | None:
+def _execution(device: torch.device) -> Execution:
+    if device.type == "cpu":
+        mode, emulated = "Numba's CUDA simulator: for checking only, never benchmarked", True
+    else:
+        mode, emulated = "numba-cuda on torch's current stream (CUDA array interface)", False
     try:
         import numba_cuda  # noqa: F401
     except ImportError as error:
-        return f"numba-cuda is not installed ({error})"
+        return Execution(mode, f"numba-cuda is not installed ({error})", emulated)
     if device.type == "cpu" and not _simulated():
-        return f"runs on the CPU only in Numba's CUDA simulator ({SIMULATOR_ENV}=1 before numba is imported)"
+        reason = f"runs on the CPU only in Numba's CUDA simulator ({SIMULATOR_ENV}=1 before numba is imported)"
+        return Execution(mode, reason, emulated)
     if device.type == "cuda" and _simulated():
-        return f"{SIMULATOR_ENV}=1: this process runs Numba's CUDA simulator, not the GPU"
-    return None
-
-
-def _execution(device: torch.device) -> str:
-    if device.type == "cpu":
-        return "Numba's CUDA simulator: for checking only, never benchmarked"
-    return "numba-cuda on torch's current stream (CUDA array interface)"
+        return Execution(mode, f"{SIMULATOR_ENV}=1: this process runs Numba's CUDA simulator, not the GPU", emulated)
+    return Execution(mode, None, emulated)
 
 
 def traffic(spec: ShiftwiseSpec, shape, itemsize: int) -> int:
     """Compulsory bytes, plus y written once by the conv, and read: each staged row once per
     output row (horizontal), each staged column once per column tile (vertical), and the E
     identity picks per output pixel."""
-    from harness.traffic import compulsory_bytes, conv_output_elements
-
     batch, channels, height, width = shape
     e = spec.extra_pad
     tables = move_tables(spec, height, width)
@@ -226,7 +221,7 @@ def kernel_figures(arch: str):
     from cuda.pathfinder import find_nvidia_binary_utility
     from numba import cuda
 
-    from harness.cudac.nvrtc import parse_ptxas_log
+    from harness.cudac import parse_ptxas_log
 
     ptxas = find_nvidia_binary_utility("ptxas")
     if ptxas is None:
@@ -261,10 +256,8 @@ IMPLEMENTATION = Implementation(
     computes=Computes.SHIFT_ADD,
     devices=("cpu", "cuda"),
     dtypes=(torch.float32, torch.float64),
-    availability=_availability,
     description="Numba CUDA: rows/column tiles staged in shared memory, moves gathered there, outputs written once",
     execution=_execution,
     traffic=traffic,
-    emulated_on=("cpu",),
     kernel_figures=kernel_figures,
 )

@@ -12,8 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness import Branches, ShiftwiseSpec
-from harness.registry import Computes, Implementation
+from harness import Branches, Computes, Implementation, Role, ShiftwiseSpec
 
 
 def _kernels_at_slot(slots: np.ndarray, spec: ShiftwiseSpec, t: int, g: int) -> np.ndarray:
@@ -64,5 +63,6 @@ IMPLEMENTATION = Implementation(
     devices=("cpu", "cuda"),
     dtypes=(torch.float32, torch.float64),
     autograd=True,
+    role=Role.PYTORCH_WAY,
     description="grouped conv, then E*nk slice-and-adds per strip branch (PyTorch ops, autograd)",
 )

@@ -37,7 +37,7 @@ def equivalence_property(impl, device):
 
     dtypes = [name for name, dtype in DTYPES.items() if dtype in impl.dtypes]
 
-    @given(check_case=check_cases(device, dtypes, small=device in impl.emulated_on))
+    @given(check_case=check_cases(device, dtypes, small=impl.runs_on(device).emulated))
     def matches_reference(check_case: CheckCase) -> None:
         assert_matches_reference(impl, check_case)
 

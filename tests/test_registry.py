@@ -5,7 +5,7 @@ import textwrap
 import pytest
 import torch
 
-from harness import Computes, Implementation, ShiftwiseSpec, discover, implementations, reference_forward
+from harness import Computes, Execution, Implementation, ShiftwiseSpec, discover, implementations, reference_forward
 from harness.registry import IMPLS_ENV
 
 GOOD = """
@@ -125,7 +125,7 @@ def test_shift_add_implementations_receive_the_small_conv_output():
 
 
 def test_availability_reasons():
-    impl = _impl(availability=lambda device: "needs the frobnicator package")
+    impl = _impl(execution=lambda device: Execution("native", "needs the frobnicator package"))
     assert impl.unavailable_reason("cpu") == "needs the frobnicator package"
     assert impl.unavailable_reason("cuda") == "runs on cpu, not cuda"
     cuda_impl = _impl(devices=("cuda",))

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from harness.cudac.host import HostEmulationError, HostModule, host_compiler, unsupported_features
-from harness.cudac.nvrtc import ARCHITECTURES, PtxasFigures, compile_cuda, nvrtc_unavailable_reason
+from harness.cudac.nvrtc import ARCHITECTURES, PtxasFigures, compile_cuda, nvrtc_unavailable_reason, parse_ptxas_log
 from harness.cudac.source import CudaSource
 
 __all__ = [
@@ -19,8 +19,10 @@ __all__ = [
     "HostModule",
     "PtxasFigures",
     "compile_cuda",
+    "execution",
     "execution_mode",
     "load_module",
+    "parse_ptxas_log",
     "source_figures",
     "unavailable_reason",
     "unsupported_features",
@@ -67,3 +69,11 @@ def execution_mode(path: str | Path, device: torch.device) -> str:
     if device.type == "cpu":
         return f"host emulation: {name} built by the C++ compiler, run on the CPU (no GPU)"
     return f"GPU: {name} built by NVRTC, launched with cuda.core on torch's current stream"
+
+
+def execution(path: str | Path, device: torch.device):
+    """The ``Implementation.execution`` of a kernel file run by this tooling: a host emulation
+    on the CPU (checked, never timed), NVRTC + cuda.core on a GPU."""
+    from harness.registry import Execution
+
+    return Execution(execution_mode(path, device), unavailable_reason(path, device), emulated=device.type == "cpu")
