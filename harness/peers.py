@@ -1,24 +1,32 @@
-"""Peers: the large-kernel operators the SW operator is meant to replace, at the same layers.
+"""Peers: the PyTorch ways of computing the SW operator, and the operators it replaces.
 
-They compute other operators (or the SW operator's merged form), so they are benchmarked
-beside the implementations but never checked against the reference. Each runs as a deployed
-model would: kernels prepared once, only the convolutions timed, in true FP32 (TF32 off, like
-the implementations) with whatever algorithms torch picks as fastest.
+Each peer declares its ``Role``:
 
-- ``rep_merged``: the rep-merged reference itself, three depthwise convs with the merged
-  k x nk*k, nk*k x k and k x k kernels (exact asymmetric padding);
-- ``rep_cross``: the three merged kernels summed into one cross-shaped (2R+1) x (2R+1)
-  depthwise kernel (R = the merged kernels' larger half-width), one conv, one output;
-- ``slak_strips``: SLaK's M x 5 + 5 x M + 5 x 5 depthwise kernels (the SLaK-T block);
-- ``unireplk_13x13``: UniRepLKNet-T's 13 x 13 depthwise conv after re-parameterization.
+- ``Role.PYTORCH_WAY``: it computes the SW branches (or their sum) with plain PyTorch, so it is
+  what an implementation must beat; "the fastest PyTorch way" of a case is the minimum over
+  these. They are checked against the reference in tests/test_peers.py.
+- ``Role.OTHER_OPERATOR``: another large-kernel operator at the same layer (SLaK strips,
+  UniRepLKNet's 13x13), context only.
 
-A peer's ``flops`` are those its convolutions execute (2 per tap per output element, zero
-taps of the cross kernel included, since a dense conv runs them); its compulsory bytes are
-its input, kernels and outputs, each moved once.
+Each runs as a deployed model would: kernels prepared once, only the convolutions timed, in
+true FP32 (TF32 off, like the implementations) with whatever algorithms torch picks. A
+channels_last peer converts its input and kernels once in ``prepare`` (a deployed model keeps
+that layout, so the conversion is not timed). ``torch.compile`` peers compile and warm up in
+``prepare``; that time is ``setup_seconds``, reported separately and never timed.
+
+Why several merged-kernel peers: on a CPU the memory layout and the padding path change the
+time of the same depthwise conv by up to 20x (a 3x51 kernel with ``padding=(1, 25)`` in NCHW
+against channels_last, oneDNN), and which one wins depends on the layer, so a user would try
+them all.
+
+A peer's ``flops`` are those its convolutions execute (2 per tap per output element, zero taps
+of padded and cross kernels included, since a dense conv runs them; torch_roll's adds
+included); its compulsory bytes are its input, kernels and outputs, each moved once.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,7 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from harness.cases import Case
-from harness.reference import exact_math, merge_kernels, merged_forward
+from harness.reference import exact_math, merge_kernels, merged_forward, small_conv
+from harness.registry import Role
 from harness.spec import ShiftwiseSpec
 
 
@@ -37,14 +46,19 @@ class PreparedPeer:
     run: Callable[[], object]
     flops: int
     compulsory_bytes: int
+    #: compile / preparation time (torch.compile), reported separately, never timed
+    setup_seconds: float | None = None
 
 
 @dataclass(frozen=True)
 class Peer:
     name: str
     description: str
-    #: (case, x, sw weight) -> PreparedPeer; x is the case's input, the weight the SW small kernels
+    role: Role
+    #: (case, x, sw weight) -> PreparedPeer; x is the case's NCHW input, the weight the SW small kernels
     prepare: Callable[[Case, torch.Tensor, torch.Tensor], PreparedPeer]
+    #: the results tables' speed baseline (exactly one peer: rep_merged)
+    baseline: bool = False
 
 
 def _depthwise(x: torch.Tensor, kernel: torch.Tensor, padding: tuple[int, int, int, int]) -> torch.Tensor:
@@ -61,6 +75,10 @@ def _conv_flops(x: torch.Tensor, kernels: list[torch.Tensor]) -> int:
     return 2 * batch * height * width * sum(k.numel() for k in kernels)
 
 
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last)
+
+
 def _rep_merged(case: Case, x: torch.Tensor, weight: torch.Tensor) -> PreparedPeer:
     spec = case.spec()
     kernels = merge_kernels(weight, spec)
@@ -70,12 +88,62 @@ def _rep_merged(case: Case, x: torch.Tensor, weight: torch.Tensor) -> PreparedPe
     )
 
 
+def _radius(spec: ShiftwiseSpec) -> int:
+    """Half-width of the smallest centred kernel holding the merged strips' taps."""
+    half = spec.big_kernel // 2
+    return max(half, spec.nk * spec.small_kernel - 1 - half)
+
+
+def symmetric_kernels(weight: torch.Tensor, spec: ShiftwiseSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The merged kernels zero-padded to centred k x (2R+1) and (2R+1) x k strips, so that
+    ``padding=(r, R)`` / ``(R, r)`` applies them without ``F.pad`` (the identity kernel as is)."""
+    kernels = merge_kernels(weight, spec)
+    half, extent, radius = spec.big_kernel // 2, spec.nk * spec.small_kernel, _radius(spec)
+    k, c = spec.small_kernel, spec.channels
+    h = weight.new_zeros(c, 1, k, 2 * radius + 1)
+    v = weight.new_zeros(c, 1, 2 * radius + 1, k)
+    h[..., radius - half : radius - half + extent] = kernels.h
+    v[..., radius - half : radius - half + extent, :] = kernels.v
+    return h, v, kernels.i
+
+
+def _merged_way(layout: str, padding: str):
+    """The three merged convs in ``layout`` (nchw / channels_last), the strips applied with
+    symmetric kernels and the ``padding=`` argument, or with the exact kernels and ``F.pad``."""
+
+    def prepare(case: Case, x: torch.Tensor, weight: torch.Tensor) -> PreparedPeer:
+        spec = case.spec()
+        c, r, radius = spec.channels, spec.small_kernel // 2, _radius(spec)
+        if padding == "symmetric":
+            h, v, i = symmetric_kernels(weight, spec)
+        else:
+            h, v, i = merge_kernels(weight, spec)
+        if layout == "channels_last":
+            x, h, v, i = (_channels_last(t) for t in (x, h, v, i))
+        half = spec.big_kernel // 2
+        far = spec.nk * spec.small_kernel - 1 - half
+
+        def run() -> tuple[torch.Tensor, ...]:
+            with exact_math(deterministic=False):
+                if padding == "symmetric":
+                    out_h = F.conv2d(x, h, padding=(r, radius), groups=c)
+                    out_v = F.conv2d(x, v, padding=(radius, r), groups=c)
+                else:
+                    out_h = _depthwise(x, h, (half, far, r, r))
+                    out_v = _depthwise(x, v, (r, r, half, far))
+                return out_h, out_v, F.conv2d(x, i, padding=r, groups=c)
+
+        return PreparedPeer(run, _conv_flops(x, [h, v, i]), _bytes(x, [h, v, i], 3))
+
+    return prepare
+
+
 def cross_kernel(weight: torch.Tensor, spec: ShiftwiseSpec) -> torch.Tensor:
     """The three merged kernels summed into one centred (C, 1, 2R+1, 2R+1) kernel."""
     kernels = merge_kernels(weight, spec)
     half, r = spec.big_kernel // 2, spec.small_kernel // 2
     extent = spec.nk * spec.small_kernel
-    radius = max(half, extent - 1 - half)
+    radius = _radius(spec)
     cross = weight.new_zeros(spec.channels, 1, 2 * radius + 1, 2 * radius + 1)
     # Tap (a, b) of a merged kernel sits at offset (a - its centre row, b - its centre column).
     cross[:, :, radius - r : radius + r + 1, radius - half : radius - half + extent] += kernels.h
@@ -93,6 +161,52 @@ def _rep_cross(case: Case, x: torch.Tensor, weight: torch.Tensor) -> PreparedPee
             return F.conv2d(x, kernel, padding=radius, groups=x.shape[1])
 
     return PreparedPeer(run, _conv_flops(x, [kernel]), _bytes(x, [kernel], 1))
+
+
+def _compiled(fn: Callable[[], object]) -> tuple[Callable[[], object], float]:
+    """``torch.compile`` (inductor) of a no-argument call, compiled and warmed up now."""
+    compiled = torch.compile(fn, backend="inductor", fullgraph=False, dynamic=False)
+    start = time.perf_counter()
+    with torch.no_grad():
+        compiled()
+        compiled()
+    return compiled, time.perf_counter() - start
+
+
+def _compiled_rep_merged(case: Case, x: torch.Tensor, weight: torch.Tensor) -> PreparedPeer:
+    spec = case.spec()
+    kernels = merge_kernels(weight, spec)
+    merged = [kernels.h, kernels.v, kernels.i]
+
+    def forward():
+        return merged_forward(x, kernels, spec, deterministic=False)
+
+    with exact_math(deterministic=False):
+        run, seconds = _compiled(forward)
+    return PreparedPeer(run, _conv_flops(x, merged), _bytes(x, merged, 3), seconds)
+
+
+def torch_roll_flops(spec: ShiftwiseSpec, shape: tuple[int, int, int, int]) -> int:
+    """What torch_roll executes: the small conv of all C*nk kernels (pruned ones too) on the
+    (H+2e) x (W+2e) positions, then one add per (group, slot) window and output element."""
+    batch, channels, height, width = shape
+    e = spec.extra_pad
+    conv = 2 * spec.small_kernel**2 * channels * spec.nk * batch * (height + 2 * e) * (width + 2 * e)
+    return conv + batch * channels * height * width * (2 * spec.groups * spec.nk + spec.groups)
+
+
+def _compiled_torch_roll(case: Case, x: torch.Tensor, weight: torch.Tensor) -> PreparedPeer:
+    from harness.registry import implementations
+
+    spec = case.spec()
+    shift_add = implementations()["torch_roll"].fn
+
+    def forward():
+        return shift_add(small_conv(x, weight, spec), spec)
+
+    with exact_math(deterministic=False):
+        run, seconds = _compiled(forward)
+    return PreparedPeer(run, torch_roll_flops(spec, tuple(x.shape)), _bytes(x, [weight], 3), seconds)
 
 
 def _random_kernels(case: Case, x: torch.Tensor, shapes: list[tuple[int, int]]) -> list[torch.Tensor]:
@@ -130,10 +244,23 @@ def _unireplk(case: Case, x: torch.Tensor, weight: torch.Tensor) -> PreparedPeer
 
 def peers() -> dict[str, Peer]:
     """Every peer, by name."""
+    way, other = Role.PYTORCH_WAY, Role.OTHER_OPERATOR
     records = [
-        Peer("rep_merged", "rep-merged reference: 3 depthwise convs (k x nk*k, nk*k x k, k x k)", _rep_merged),
-        Peer("rep_cross", "one depthwise conv with the summed cross-shaped (2R+1)^2 kernel", _rep_cross),
-        Peer("slak_strips", "SLaK: M x 5 + 5 x M + 5 x 5 depthwise convs", _slak_strips),
-        Peer("unireplk_13x13", "UniRepLKNet: one 13 x 13 depthwise conv", _unireplk),
-    ]
+        Peer("rep_merged", "rep-merged reference: 3 depthwise convs (k x nk*k, nk*k x k, k x k), NCHW, exact F.pad",
+             way, _rep_merged, baseline=True),
+        Peer("rep_merged_sym", "the 3 merged convs, NCHW, strips zero-padded to centred k x (2R+1) and padding=",
+             way, _merged_way("nchw", "symmetric")),
+        Peer("rep_merged_cl", "the 3 merged convs, channels_last, centred zero-padded strips and padding=",
+             way, _merged_way("channels_last", "symmetric")),
+        Peer("rep_merged_cl_pad", "the 3 merged convs, channels_last, exact strips and F.pad",
+             way, _merged_way("channels_last", "pad")),
+        Peer("rep_cross", "one depthwise conv with the summed cross-shaped (2R+1)^2 kernel (the branches' sum)",
+             way, _rep_cross),
+        Peer("compiled_rep_merged", "torch.compile (inductor) of rep_merged; compile time reported, not timed",
+             way, _compiled_rep_merged),
+        Peer("compiled_torch_roll", "torch.compile (inductor) of the small conv + torch_roll's slice-and-adds",
+             way, _compiled_torch_roll),
+        Peer("slak_strips", "SLaK: M x 5 + 5 x M + 5 x 5 depthwise convs (another operator)", other, _slak_strips),
+        Peer("unireplk_13x13", "UniRepLKNet: one 13 x 13 depthwise conv (another operator)", other, _unireplk),
+    ]  # fmt: skip
     return {peer.name: peer for peer in records}

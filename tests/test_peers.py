@@ -1,0 +1,110 @@
+"""Peers: every PyTorch way computes the SW branches (or their sum) within the error bound,
+their FLOP counts are what torch counts, and the roles and the baseline are declared."""
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from harness import Role, error_bound, reference_forward
+from harness.cases import Case
+from harness.checking import CheckCase, describe_mismatch, make_inputs
+from harness.peers import peers, torch_roll_flops
+
+#: Small cases: k does not divide M (asymmetric merged strips), pruned kernels (NaN weights),
+#: odd sizes, and a map narrower than the kernel.
+CASES = [
+    Case("k-ndiv-M", 13, 3, 4, 2, 2, 9, 11, seed=3, sparsity=0.3),
+    Case("k5", 15, 5, 3, 3, 1, 6, 17, seed=1, sparsity=0.0),
+    Case("official", 7, 3, 5, 4, 2, 8, 8, tables="official", seed=0, sparsity=0.5),
+]
+WAYS = sorted(name for name, peer in peers().items() if peer.role is Role.PYTORCH_WAY)
+COMPILED = {"compiled_rep_merged", "compiled_torch_roll"}
+
+
+def _gamma(n: int, dtype: torch.dtype) -> float:
+    u = torch.finfo(dtype).eps / 2
+    return n * u / (1 - n * u)
+
+
+def _outputs(result) -> tuple[torch.Tensor, ...]:
+    return result if isinstance(result, tuple) else (result,)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+@pytest.mark.parametrize("name", WAYS)
+def test_every_pytorch_way_matches_the_reference(name, case):
+    if name in COMPILED and case.name != "k-ndiv-M":
+        pytest.skip("torch.compile takes 5-30 s a case here; one case checks the compiled peers")
+    inputs = make_inputs(CheckCase(case, "float32", "float"), nan_pruned=True)
+    spec = case.spec()
+    got = _outputs(peers()[name].prepare(case, inputs.x, inputs.weight).run())
+    x64, w64 = inputs.x.double(), inputs.weight.double()
+    expected = reference_forward(x64, w64, spec)
+    if len(got) == 3:
+        for label, out, ref, bound in zip("hvi", got, expected, error_bound(x64, w64, spec, torch.float32)):
+            assert out.shape == ref.shape and out.dtype == torch.float32
+            message = describe_mismatch(out, ref, bound, torch.float32)
+            assert message is None, f"{name}, branch {label}: {message}"
+    else:
+        # One conv summing all three branches' products: the bound of that many terms.
+        (out,) = got
+        k2 = spec.small_kernel**2
+        terms = 2 * spec.groups * spec.nk * k2 + spec.groups * k2
+        magnitude = sum(reference_forward(x64.abs(), w64.abs(), spec))
+        bound = (_gamma(terms, torch.float32) + _gamma(terms + 3, torch.float64)) * magnitude
+        message = describe_mismatch(out, sum(expected), bound, torch.float32)
+        assert message is None, f"{name}: {message}"
+
+
+def counted_flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("name", sorted(set(peers()) - COMPILED))
+def test_conv_peer_flops_are_what_torch_counts(name):
+    case = CASES[0]
+    inputs = make_inputs(CheckCase(case, "float32", "float"), nan_pruned=True)
+    prepared = peers()[name].prepare(case, inputs.x, inputs.weight)
+    assert prepared.flops == counted_flops(prepared.run)
+    assert prepared.setup_seconds is None
+
+
+def test_torch_roll_flops_are_its_small_conv_as_torch_counts_plus_its_adds():
+    from harness import implementations, small_conv
+
+    case = CASES[0]
+    spec = case.spec()
+    inputs = make_inputs(CheckCase(case, "float32", "float"), nan_pruned=True)
+    conv = counted_flops(lambda: small_conv(inputs.x, inputs.weight, spec))
+    windows = 2 * spec.groups * spec.nk + spec.groups
+    assert torch_roll_flops(spec, case.input_shape) == conv + windows * inputs.x.numel()
+    # The adds are its slice-and-adds, one per window and output element (the counter sees no adds).
+    shift_add = implementations()["torch_roll"].fn
+    assert counted_flops(lambda: shift_add(small_conv(inputs.x, inputs.weight, spec), spec)) == conv
+
+
+def test_compiled_peers_report_their_compile_time_and_the_eager_flops():
+    case = CASES[0]
+    inputs = make_inputs(CheckCase(case, "float32", "float"), nan_pruned=True)
+    eager = peers()["rep_merged"].prepare(case, inputs.x, inputs.weight)
+    compiled = peers()["compiled_rep_merged"].prepare(case, inputs.x, inputs.weight)
+    assert compiled.flops == eager.flops and compiled.compulsory_bytes == eager.compulsory_bytes
+    assert compiled.setup_seconds is not None and compiled.setup_seconds > 0
+
+
+def test_roles_and_exactly_one_baseline():
+    found = peers()
+    assert [name for name, peer in found.items() if peer.baseline] == ["rep_merged"]
+    assert {found[name].role for name in ("slak_strips", "unireplk_13x13")} == {Role.OTHER_OPERATOR}
+    assert all(peer.role in (Role.PYTORCH_WAY, Role.OTHER_OPERATOR) for peer in found.values())
+    assert all(name == peer.name for name, peer in found.items())
+
+
+def test_channels_last_peers_keep_their_layout():
+    case = CASES[0]
+    inputs = make_inputs(CheckCase(case, "float32", "float"), nan_pruned=True)
+    for name in ("rep_merged_cl", "rep_merged_cl_pad"):
+        for out in peers()[name].prepare(case, inputs.x, inputs.weight).run():
+            assert out.is_contiguous(memory_format=torch.channels_last), name
