@@ -84,9 +84,13 @@ def load_suite(path: str | os.PathLike) -> list[Case]:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"{path}: not valid TOML: {error}") from None
-    unknown = set(data) - {"defaults", "case", "description"}
+    unknown = set(data) - {"defaults", "case", "description", "model"}
     if unknown:
         raise ValueError(f"{path}: unknown top-level keys {sorted(unknown)}; expected [defaults] and [[case]]")
+    if "model" in data:  # a model suite: [[model]] networks, read by harness.models.bench
+        if "case" in data:
+            raise ValueError(f"{path}: a suite holds [[case]] layers or [[model]] networks, not both")
+        return []
     defaults = data.get("defaults", {})
     cases = []
     for index, entry in enumerate(data.get("case", [])):

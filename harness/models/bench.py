@@ -1,0 +1,330 @@
+"""The ``models`` benchmark suite: whole networks with each SW implementation plugged in.
+
+``cases/models.toml`` lists ``[[model]]`` entries (network, batch, input size, tier);
+``model_runs(...)`` expands them into one run per SW implementation for SW networks (an
+implementation that cannot run here is a run with a ``skip`` reason) and one run for every other
+network. ``prepare(run)`` builds the network (random init from the case's seed, norms and layer
+scales randomised so that every path matters), reparameterizes it as the official throughput
+script does, verifies it in float64 against the same network on the reference path, and returns
+the call to time with the figures for ``benchmark.extra_info``.
+
+Verification (``verify_network``), in float64 on one image of the case's size:
+
+- **per SW layer**, the rigorous check: every SW layer of the network under test is fed the input
+  the reference-path network gave that layer, and its three branches must lie within
+  ``harness.error_bound`` (the gamma_n bound of any summation order) of the reference's;
+- **end to end**: the logits must agree within ``END_TO_END_RTOL * max|reference logits|``. The
+  network around the SW layers is the same code on the same weights, so the two outputs differ
+  only by the SW layers' rounding (each below n*u*|x|*|W| with n <= E*nk*k*k, u = 2**-53, i.e.
+  ~1e-13 relative) carried through the rest of the network; 1e-9 leaves four orders of magnitude
+  for that amplification, while a real fault (a wrong channel order, a missing branch or BN)
+  changes the logits by O(1) relative.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from harness.cases import DEFAULT_CASES_DIR, CASE_TIERS, in_tier
+from harness.models.layers import REFERENCE, ShiftwiseConv2d, available_implementations, set_impl
+from harness.models.networks import NETWORKS, build_network, make_rep, network_info, sw_layers
+from harness.reference import error_bound, reference_forward
+
+SUITE = "models"
+#: End-to-end float64 tolerance relative to the reference logits' largest magnitude (see above).
+END_TO_END_RTOL = 1e-9
+
+
+class ModelMismatch(AssertionError):
+    """A network with an implementation disagrees with the reference-path network."""
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    """One ``[[model]]`` entry: a network at a batch size and input size."""
+
+    name: str
+    network: str
+    batch: int
+    height: int = 224
+    width: int = 224
+    small_kernel: int | None = None
+    tier: str = "quick"
+    rounds: int = 3
+    seed: int = 0
+    suite: str = SUITE
+
+    def __post_init__(self) -> None:
+        network_info(self.network)  # a clear error for an unknown network
+        for field in ("batch", "height", "width", "rounds"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"model case {self.name!r}: {field} must be a positive int, got {value!r}")
+        if self.tier not in CASE_TIERS:
+            raise ValueError(f"model case {self.name!r}: tier must be one of {CASE_TIERS}, got {self.tier!r}")
+
+
+_FIELDS = {f.name for f in dataclasses.fields(ModelCase)} - {"suite"}
+
+
+def load_model_suite(path: str | os.PathLike) -> list[ModelCase]:
+    """The ``[[model]]`` entries of one suite file (none if it holds layer ``[[case]]`` tables)."""
+    path = Path(path)
+    data = tomllib.loads(path.read_text())
+    defaults = data.get("defaults", {})
+    cases = []
+    for index, entry in enumerate(data.get("model", [])):
+        merged = {**defaults, **entry}
+        unknown = set(merged) - _FIELDS
+        if unknown:
+            raise ValueError(f"{path}: model #{index}: unknown keys {sorted(unknown)}; known: {sorted(_FIELDS)}")
+        missing = {"name", "network", "batch"} - set(merged)
+        if missing:
+            raise ValueError(f"{path}: model #{index}: missing keys {sorted(missing)}")
+        cases.append(ModelCase(**merged, suite=path.stem))
+    names = [c.name for c in cases]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: model case names must be unique, repeated: {sorted({n for n in names if names.count(n) > 1})}")
+    return cases
+
+
+def load_model_cases(folder: str | os.PathLike | None = None, suites: list[str] | None = None) -> list[ModelCase]:
+    """Model cases of every suite file in ``folder`` (default ``cases/``) or of ``suites``."""
+    folder = Path(folder) if folder is not None else DEFAULT_CASES_DIR
+    files = [f for f in sorted(folder.glob("*.toml")) if suites is None or f.stem in suites]
+    return [case for file in files for case in load_model_suite(file)]
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """One thing to time: a case, a device and (SW networks) an implementation."""
+
+    case: ModelCase
+    device: str
+    implementation: str | None
+    #: why it is not timed here (None: it is)
+    skip: str | None = None
+
+    @property
+    def computation(self) -> str:
+        return f"{self.case.network}[{self.implementation}]" if self.implementation else self.case.network
+
+    @property
+    def id(self) -> str:
+        return f"{self.computation}-{self.device}-{self.case.name}"
+
+
+def model_runs(suites: list[str] | None, tier: str, devices: tuple[str, ...], dtype: torch.dtype) -> list[ModelRun]:
+    """Every run the selected suites ask for: SW networks once per registered implementation."""
+    runs = []
+    cases = [c for c in load_model_cases(suites=suites) if in_tier(c, tier)]
+    for device in devices:
+        no_device = "no CUDA device (torch.cuda.is_available() is False)" if device == "cuda" and not torch.cuda.is_available() else None
+        usable = available_implementations(device, dtype) if no_device is None else {}
+        for case in cases:
+            info = network_info(case.network)
+            if info.family == "sw" and not info.rep:
+                names = usable if no_device is None else {n: no_device for n in available_implementations("cpu", dtype)}
+                runs += [ModelRun(case, device, name, reason) for name, reason in sorted(names.items())]
+            else:
+                runs.append(ModelRun(case, device, None, no_device))
+    return runs
+
+
+# ----------------------------------------------------------------------------- building
+@torch.no_grad()
+def randomize_for_check(net: nn.Module, seed: int) -> nn.Module:
+    """Give norms, layer scales and GRN non-trivial values (in place), so that every branch of
+    every block contributes to the output: at initialisation BN is the identity, GRN is the
+    identity and layer scales are 1e-6, which would hide a wrong SW layer from the logits."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def uniform(t: torch.Tensor, low: float, high: float) -> None:
+        t.copy_(torch.empty(t.shape, dtype=t.dtype).uniform_(low, high, generator=generator))
+
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            uniform(module.running_mean, -0.1, 0.1)
+            uniform(module.running_var, 0.5, 1.5)
+            uniform(module.weight, 0.5, 1.5)
+            uniform(module.bias, -0.1, 0.1)
+        for name, param in module.named_parameters(recurse=False):
+            if name == "gamma" and param.ndim == 1:  # layer scale
+                uniform(param, 0.1, 0.3)
+            elif name in ("gamma", "beta") and param.ndim == 4:  # GRN
+                uniform(param, -0.2, 0.2)
+    return net
+
+
+def build_for_benchmark(case: ModelCase, implementation: str | None, device: str = "cpu") -> nn.Module:
+    """The network timed for ``case``: built from the case's seed, randomised, then its deployed
+    form (``reparameterize()``, and for "_rep" networks the merged kernels)."""
+    info = network_info(case.network)
+    base = case.network.removesuffix("_rep") if info.rep else case.network
+    impl = implementation if info.family == "sw" and not info.rep else "auto"
+    net = build_network(base, impl, small_kernel=case.small_kernel, seed=case.seed)
+    randomize_for_check(net, case.seed)
+    if info.rep:
+        make_rep(net)
+    else:
+        net.reparameterize()
+    return net.to(device=device, memory_format=getattr(net, "memory_format", torch.contiguous_format))
+
+
+# ----------------------------------------------------------------------------- verification
+def _sw_modules(net: nn.Module) -> list[ShiftwiseConv2d]:
+    return [m for m in net.modules() if isinstance(m, ShiftwiseConv2d)]
+
+
+@torch.no_grad()
+def verify_network(net: nn.Module, reference: nn.Module, x: torch.Tensor) -> str:
+    """Compare ``net`` with ``reference`` (the same weights on the reference path) in float64:
+    each SW layer within ``error_bound``, the logits within ``END_TO_END_RTOL`` (module doc).
+    Returns what was checked; raises ModelMismatch naming the first disagreement."""
+    net, reference, x = net.double(), reference.double(), x.double()
+    captured: dict[int, torch.Tensor] = {}
+    ref_layers, layers = _sw_modules(reference), _sw_modules(net)
+    if layers and len(ref_layers) != len(layers):
+        raise ModelMismatch(f"network has {len(layers)} SW layers, its reference {len(ref_layers)}")
+    hooks = [m.register_forward_pre_hook(lambda mod, args, i=i: captured.__setitem__(i, args[0]))
+             for i, m in enumerate(ref_layers)]  # fmt: skip
+    try:
+        expected = reference(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for index, (layer, ref_layer) in enumerate(zip(layers, ref_layers)):
+        rep_in = captured[index].index_select(1, layer.rep)
+        weight = layer.small_weight()
+        got = torch.ops.sw.shiftwise(rep_in, weight, layer.spec_key, layer.impl if layer.impl != "auto" else REFERENCE)
+        want = reference_forward(rep_in, weight, layer.spec)
+        bound = error_bound(rep_in, weight, layer.spec, torch.float64)
+        for branch, g, w, b in zip("hvi", got, want, bound):
+            excess = (g - w).abs() - b
+            if not bool((excess <= 0).all()):
+                raise ModelMismatch(
+                    f"SW layer {index} ({layer.extra_repr()}), branch {branch}: |got - reference| exceeds the "
+                    f"float64 error bound by up to {excess.max().item():.3g} (max |reference| {w.abs().max().item():.3g})"
+                )
+    got = net(x)
+    if not torch.isfinite(expected).all():
+        raise ModelMismatch("the reference-path network's logits are not finite")
+    tolerance = END_TO_END_RTOL * expected.abs().max().item()
+    error = (got - expected).abs().max().item()
+    if not error <= tolerance:
+        raise ModelMismatch(f"logits differ from the reference-path network's by {error:.3g} > tolerance {tolerance:.3g}")
+    per_layer = f"{len(layers)} SW layers within the error bound" if layers else "merged form (no SW layers to check one by one)"
+    return f"float64: {per_layer}, logits within {END_TO_END_RTOL:g} relative of the reference path (max diff {error:.2g})"
+
+
+# ----------------------------------------------------------------------------- figures
+def count_flops(net: nn.Module, shape: tuple[int, ...]) -> int:
+    """FLOPs of one forward pass on ``shape`` (FlopCounterMode, on a meta copy: no compute)."""
+    meta = copy.deepcopy(net).to("meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        meta(torch.empty(shape, device="meta"))
+    return int(counter.get_total_flops())
+
+
+def sw_time_share(net: nn.Module, x: torch.Tensor) -> float:
+    """Fraction of one forward pass spent in the SW layers (``networks.sw_layers``: a peer's
+    large-kernel layers), timed with forward hooks (synchronized on a GPU)."""
+    layers = sw_layers(net)
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
+    spent, starts = [0.0], {}
+
+    def before(module, args):
+        sync()
+        starts[id(module)] = time.perf_counter()
+
+    def after(module, args, output):
+        sync()
+        spent[0] += time.perf_counter() - starts[id(module)]
+
+    hooks = [h for m in layers for h in (m.register_forward_pre_hook(before), m.register_forward_hook(after))]
+    try:
+        with torch.no_grad():
+            sync()
+            start = time.perf_counter()
+            net(x)
+            sync()
+            total = time.perf_counter() - start
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return spent[0] / total if total > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    run: Callable[[], torch.Tensor]
+    extra_info: dict
+
+
+def _input(case: ModelCase, batch: int, dtype: torch.dtype, device: str, memory_format) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(case.seed + 1)
+    x = torch.randn(batch, 3, case.height, case.width, generator=generator, dtype=dtype)
+    return x.to(device=device, memory_format=memory_format)
+
+
+def prepare(run: ModelRun, dtype: torch.dtype = torch.float32) -> PreparedModel:
+    """Build, verify (raises ModelMismatch) and make ready the timed call for ``run``."""
+    if run.skip:
+        raise RuntimeError(f"{run.id} is not run here: {run.skip}")
+    case, device = run.case, run.device
+    info = network_info(case.network)
+    net = build_for_benchmark(case, run.implementation, device)
+    memory_format = getattr(net, "memory_format", torch.contiguous_format)
+    if info.family == "sw":
+        reference = copy.deepcopy(net)
+        if info.rep:  # the merged form against the unmerged network on the reference path
+            base = dataclasses.replace(case, network=case.network.removesuffix("_rep"))
+            reference = build_for_benchmark(base, REFERENCE, device)
+        else:
+            set_impl(reference, REFERENCE)
+        verified = verify_network(copy.deepcopy(net), reference, _input(case, 1, torch.float64, device, memory_format))
+        del reference
+    else:
+        verified = "no SW layers: a peer network, not compared"
+    net = net.to(dtype)
+    x = _input(case, case.batch, dtype, device, memory_format)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def call() -> torch.Tensor:
+        with torch.no_grad():
+            out = net(x)
+        sync()
+        return out
+
+    call()  # warm-up: JIT compilation, tables, allocator
+    params = sum(p.numel() for p in net.parameters())
+    flops = count_flops(net, tuple(x.shape))
+    itemsize = x.element_size()
+    extra = dict(
+        kind="model", computation=run.computation, network=case.network, implementation=run.implementation,
+        label=info.label, device=device, case=case.name, suite=case.suite, batch=case.batch,
+        height=case.height, width=case.width, small_kernel=case.small_kernel, flops=flops,
+        compulsory_bytes=itemsize * (x.numel() + params + case.batch * 1000), params=params,
+        gflop_per_image=flops / case.batch / 1e9, sw_time_share=sw_time_share(net, x),
+        threads=torch.get_num_threads() if device == "cpu" else None, dtype=str(dtype).removeprefix("torch."),
+        memory_format="channels_last" if memory_format == torch.channels_last else "contiguous", verified=verified,
+    )  # fmt: skip
+    return PreparedModel(call, extra)
+
+
+__all__ = [
+    "END_TO_END_RTOL", "ModelCase", "ModelMismatch", "ModelRun", "PreparedModel", "build_for_benchmark", "count_flops",
+    "load_model_cases", "load_model_suite", "model_runs", "prepare", "randomize_for_check", "sw_time_share",
+    "verify_network", "NETWORKS",
+]  # fmt: skip

@@ -1,0 +1,398 @@
+"""The SW layer as a PyTorch module, and the SW operator as a ``torch.library`` custom op.
+
+``ShiftwiseConv2d`` is compatible with the official block's SW layer (``ShifthWiseConv2dImplicit``
+in lidc54/shift-wiseConv, ``backbones/SW_v2_unirep.py``): the same parameter names (``LoRAs``,
+``LoRA``, ``bn_lora1``, ``bn_lora2``, ``bn_small``), the same ghost channels, the same tables
+and the same output channel order, so an official state dict loads into it. The shift-and-add
+runs through any registered implementation (``impl=``), by way of the custom op
+``torch.ops.sw.shiftwise``, which has a fake (meta) kernel and a FLOP formula so that
+``torch.compile`` and ``FlopCounterMode`` see through a network that contains it.
+
+The op takes the spec by key: ``register_spec(spec)`` returns the key (a digest of the spec's
+tables) and keeps the spec in a process-wide table that starts empty. A custom op's schema
+cannot carry a Python object, and passing the tables as tensors would cost a host copy and a
+validation per call.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torch.utils.flop_counter
+from torch import nn
+
+from harness.reference import merge_kernels, reference_forward
+from harness.registry import Implementation, implementations
+from harness.spec import ShiftwiseSpec
+
+#: Implementation name that runs the reference (the three rep-merged depthwise convs).
+REFERENCE = "reference"
+#: ``impl="auto"``: the first of these that runs natively on the tensor's device (and dtype)
+#: here; then any other non-emulated implementation by name; then the reference. The order
+#: is the layer benchmarks' ranking (reports/bench-quick-*.md: numba_cpu is the fastest CPU
+#: implementation; on a GPU the shared-memory kernels beat the atomicAdd port).
+AUTO_ORDER = {
+    "cpu": ("numba_cpu", "torch_roll"),
+    "cuda": ("cupy_fused", "numba_shared", "cuda_atomic", "torch_roll"),
+}
+#: Official ghost-channel seed (``np.random.seed(123)`` before ``np.random.choice``).
+GHOST_SEED = 123
+
+_SPECS: dict[str, ShiftwiseSpec] = {}
+
+
+def register_spec(spec: ShiftwiseSpec) -> str:
+    """The key under which the custom op finds ``spec`` (registered if new)."""
+    if not isinstance(spec, ShiftwiseSpec):
+        raise TypeError(f"register_spec expects a ShiftwiseSpec, got {type(spec).__name__}")
+    key = hashlib.sha1(repr(spec._key()).encode()).hexdigest()[:20]
+    _SPECS.setdefault(key, spec)
+    return key
+
+
+def registered_spec(key: str) -> ShiftwiseSpec:
+    try:
+        return _SPECS[key]
+    except KeyError:
+        raise KeyError(f"no ShiftwiseSpec registered under key {key!r} (register_spec(spec) gives the key)") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _implementation(name: str) -> Implementation:
+    found = implementations()
+    if name not in found:
+        raise ValueError(f"unknown SW implementation {name!r}; known: {sorted(found)} (or 'reference', 'auto')")
+    return found[name]
+
+
+def available_implementations(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, str | None]:
+    """Every registered implementation -> None if it can run a network on ``device`` in
+    ``dtype`` here, else the reason it cannot (unavailable, emulated GPU code, dtype)."""
+    device = torch.device(device)
+    result: dict[str, str | None] = {}
+    for name, impl in implementations().items():
+        execution = impl.runs_on(device)
+        if execution.unavailable:
+            result[name] = execution.unavailable
+        elif execution.emulated:
+            result[name] = f"emulated on {device.type} ({execution.mode}): too slow for a network"
+        elif dtype not in impl.dtypes:
+            result[name] = f"supports {', '.join(map(str, impl.dtypes))}, not {dtype}"
+        else:
+            result[name] = None
+    return result
+
+
+def resolve_impl(impl: str, device: str | torch.device, dtype: torch.dtype = torch.float32) -> str:
+    """The implementation ``impl`` names on ``device``: itself (checked), or for ``"auto"``
+    the first available one in ``AUTO_ORDER``, then any other by name, then the reference."""
+    if impl == REFERENCE:
+        return impl
+    device = torch.device(device)
+    usable = available_implementations(device, dtype)
+    if impl == "auto":
+        ranked = [n for n in AUTO_ORDER.get(device.type, ()) if usable.get(n, "") is None]
+        others = sorted(n for n, reason in usable.items() if reason is None and n not in ranked)
+        return (ranked + others + [REFERENCE])[0]
+    if impl not in usable:
+        raise ValueError(f"unknown SW implementation {impl!r}; known: {sorted(usable)} (or 'reference', 'auto')")
+    if usable[impl] is not None:
+        raise RuntimeError(f"SW implementation {impl!r} cannot run on {device} in {dtype}: {usable[impl]}")
+    return impl
+
+
+# ----------------------------------------------------------------------------- the custom op
+@torch.library.custom_op("sw::shiftwise", mutates_args=())
+def shiftwise(x: torch.Tensor, weight: torch.Tensor, spec_key: str, impl: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The SW operator's (h, v, i) for ``x`` (B, C, H, W) and ``weight`` (C*nk, 1, k, k), by
+    implementation ``impl`` (a registered name or ``"reference"``)."""
+    spec = registered_spec(spec_key)
+    if impl == REFERENCE:
+        h, v, i = reference_forward(x, weight, spec)
+    else:
+        h, v, i = _implementation(impl)(x.contiguous(), weight.contiguous(), spec)
+    # A custom op's outputs may not alias its inputs or each other.
+    return tuple(t if t.is_contiguous() else t.contiguous() for t in (h, v, i))  # type: ignore[return-value]
+
+
+@shiftwise.register_fake
+def _shiftwise_fake(x, weight, spec_key, impl):
+    spec = registered_spec(spec_key)
+    torch._check(x.shape[1] == spec.channels, lambda: f"x must have {spec.channels} channels, got {x.shape[1]}")
+    torch._check(tuple(weight.shape) == spec.weight_shape, lambda: f"weight must be {spec.weight_shape}")
+    return x.new_empty(x.shape), x.new_empty(x.shape), x.new_empty(x.shape)
+
+
+def _shiftwise_setup(ctx, inputs, output) -> None:
+    x, weight, spec_key, _ = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.spec_key = spec_key
+
+
+def _shiftwise_backward(ctx, grad_h, grad_v, grad_i):
+    """Gradients through the reference (the op is linear in x and in weight)."""
+    x, weight = ctx.saved_tensors
+    spec = registered_spec(ctx.spec_key)
+    with torch.enable_grad():
+        xx, ww = x.detach().requires_grad_(), weight.detach().requires_grad_()
+        outs = reference_forward(xx, ww, spec)
+        grads = [torch.zeros_like(o) if g is None else g for o, g in zip(outs, (grad_h, grad_v, grad_i))]
+        gx, gw = torch.autograd.grad(outs, (xx, ww), grads)
+    return gx, gw, None, None
+
+
+shiftwise.register_autograd(_shiftwise_backward, setup_context=_shiftwise_setup)
+
+
+@torch.utils.flop_counter.register_flop_formula(torch.ops.sw.shiftwise)
+def _shiftwise_flops(x_shape, weight_shape, spec_key, impl, *args, out_shape=None, **kwargs) -> int:
+    """The operator's useful FLOPs (``harness.perf.useful_flops``: the small conv of active
+    kernels and one addition per in-map move), the same for every implementation."""
+    from harness.perf import useful_flops
+
+    return useful_flops(registered_spec(spec_key), tuple(x_shape))
+
+
+# ----------------------------------------------------------------------------- channel split
+def ghost_split(in_channels: int, ghost_ratio: float) -> tuple[list[int], list[int]]:
+    """(rep, ghost) channel indices as the official layer picks them, both sorted.
+
+    ``repN = int(C * (1 - ghost_ratio)) // 2 * 2`` channels go through SW; the official code
+    calls ``np.random.seed(123)`` then ``np.random.choice(C, C - repN, replace=False)`` for the
+    ghost channels. ``np.random.RandomState(123)`` is the generator that call seeds, so this
+    gives the same choice without touching numpy's global state.
+    """
+    if not isinstance(in_channels, int) or in_channels < 2:
+        raise ValueError(f"in_channels must be an int >= 2, got {in_channels!r}")
+    if not 0.0 <= ghost_ratio < 1.0:
+        raise ValueError(f"ghost_ratio must be in [0, 1), got {ghost_ratio}")
+    rep_n = int(in_channels * (1 - ghost_ratio)) // 2 * 2
+    if rep_n == 0:
+        raise ValueError(f"no channel left for SW: in_channels={in_channels}, ghost_ratio={ghost_ratio}")
+    ghost = sorted(np.random.RandomState(GHOST_SEED).choice(in_channels, in_channels - rep_n, replace=False).tolist())
+    rep = sorted(set(range(in_channels)) - set(ghost))
+    return rep, ghost
+
+
+@functools.lru_cache(maxsize=64)
+def official_spec(big_kernel: int, small_kernel: int, channels: int, groups: int) -> ShiftwiseSpec:
+    """``ShiftwiseSpec.official`` (cached: every official layer of a shape draws the same tables,
+    since the official ``AddShift_mp_module`` calls ``torch.manual_seed(123)`` in each layer)."""
+    with torch.device("cpu"):  # the tables are host data, whatever device the module is built on
+        return ShiftwiseSpec.official(big_kernel=big_kernel, small_kernel=small_kernel, channels=channels, groups=groups)
+
+
+def _fold_bn(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) of an eval-mode BatchNorm: y = scale * x + shift."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
+class ShiftwiseConv2d(nn.Module):
+    """The SW layer: ghost split, small grouped conv(s), shift-and-add, per-branch BN, identity.
+
+    ``forward(x)`` for x (B, C, H, W) returns (B, C, H, W): the ``repN`` SW channels
+    ``bn_lora1(h) + bn_lora2(v) + bn_small(i) + x_rep`` first, then the ghost channels as they
+    came (the official ``torch.cat([x, ghost_inputs], dim=1)`` order). The ``N_path`` small
+    convs ``Conv2d(repN, repN*nk, k, padding=k-1, groups=repN)`` are merged by summing their
+    weights (equal to summing their outputs, the official forward, up to rounding).
+
+    ``impl``: a registered implementation's name, ``"reference"`` (the merged depthwise convs),
+    or ``"auto"`` (``resolve_impl``: resolved on each call for the input's device and dtype).
+    Stride 1 only, as the official layer's shifts assume.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        big_kernel: int,
+        small_kernel: int = 3,
+        *,
+        ghost_ratio: float = 0.23,
+        N_path: int = 2,
+        N_rep: int = 4,
+        bn: bool = True,
+        impl: str = "auto",
+        spec: ShiftwiseSpec | None = None,
+    ) -> None:
+        super().__init__()
+        rep, ghost = ghost_split(in_channels, ghost_ratio)
+        rep_n = len(rep)
+        if N_path < 1:
+            raise ValueError(f"N_path must be >= 1, got {N_path}")
+        if spec is None:
+            spec = official_spec(big_kernel, small_kernel, rep_n, N_rep)
+        if (spec.channels, spec.big_kernel, spec.small_kernel) != (rep_n, big_kernel, small_kernel):
+            raise ValueError(
+                f"spec must have channels={rep_n} (repN), big_kernel={big_kernel}, small_kernel={small_kernel}; got {spec!r}"
+            )
+        if not isinstance(impl, str):
+            raise TypeError(f"impl must be a str, got {type(impl).__name__}")
+        self.in_channels, self.rep_n = in_channels, rep_n
+        self.kernels = (small_kernel, big_kernel)
+        self.nk = spec.nk
+        self.spec = spec
+        self.spec_key = register_spec(spec)
+        self.impl = impl
+        self.register_buffer("rep", torch.tensor(rep, dtype=torch.long), persistent=False)
+        self.register_buffer("ghost", torch.tensor(ghost, dtype=torch.long), persistent=False)
+        self.LoRA: nn.Conv2d | None = None
+        self.LoRAs = nn.ModuleList(
+            nn.Conv2d(rep_n, rep_n * spec.nk, small_kernel, padding=small_kernel - 1, groups=rep_n, bias=False)
+            for _ in range(N_path)
+        )
+        self.use_bn = bn
+        self.bn_lora1 = nn.BatchNorm2d(rep_n) if bn else None
+        self.bn_lora2 = nn.BatchNorm2d(rep_n) if bn else None
+        self.bn_small = nn.BatchNorm2d(rep_n) if bn else None
+        self.register_buffer("branch_scale", None)  # set by reparameterize(): (3, repN)
+        self.register_buffer("branch_bias", None)  # (repN,)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, kernels={self.kernels}, repN={self.rep_n}, groups={self.spec.groups}, impl={self.impl!r}"
+
+    @property
+    def reparameterized(self) -> bool:
+        return self.branch_scale is not None
+
+    def small_weight(self) -> torch.Tensor:
+        """The small kernels (repN*nk, 1, k, k): the merged conv's, or the N_path convs' sum."""
+        if self.LoRA is not None:
+            return self.LoRA.weight
+        weight = self.LoRAs[0].weight
+        for conv in self.LoRAs[1:]:
+            weight = weight + conv.weight
+        return weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ghost_in = x.index_select(1, self.ghost)
+        rep_in = x.index_select(1, self.rep)
+        impl = resolve_impl(self.impl, x.device, x.dtype) if self.impl == "auto" else self.impl
+        h, v, i = torch.ops.sw.shiftwise(rep_in, self.small_weight(), self.spec_key, impl)
+        if self.branch_scale is not None:
+            s = self.branch_scale.view(3, 1, -1, 1, 1)
+            out = h * s[0] + v * s[1] + i * s[2] + self.branch_bias.view(1, -1, 1, 1)
+        elif self.use_bn:
+            out = self.bn_lora1(h) + self.bn_lora2(v) + self.bn_small(i)
+        else:
+            out = h + v + i
+        return torch.cat([out + rep_in, ghost_in], dim=1)
+
+    @torch.no_grad()
+    def merge_branches(self) -> None:
+        """The official ``merge_branches``: the N_path small convs become one (``LoRA``)."""
+        if self.LoRA is not None:
+            return
+        first = self.LoRAs[0]
+        merged = nn.Conv2d(first.in_channels, first.out_channels, first.kernel_size, padding=first.padding,
+                           groups=first.groups, bias=False).to(first.weight)  # fmt: skip
+        merged.weight.copy_(self.small_weight())
+        self.LoRA = merged
+        del self.LoRAs
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """For inference: merge the N_path convs and fold each branch's BatchNorm (running
+        statistics) into one per-channel scale per branch (``branch_scale``, (3, repN)) and one
+        bias (``branch_bias``). Idempotent."""
+        self.merge_branches()
+        if self.reparameterized:
+            return
+        weight = self.LoRA.weight
+        if self.use_bn:
+            folded = [_fold_bn(bn) for bn in (self.bn_lora1, self.bn_lora2, self.bn_small)]
+            scale = torch.stack([s for s, _ in folded])
+            bias = sum(b for _, b in folded)
+        else:
+            scale = weight.new_ones(3, self.rep_n)
+            bias = weight.new_zeros(self.rep_n)
+        self.branch_scale = scale.detach().clone()
+        self.branch_bias = bias.detach().clone()
+        self.bn_lora1 = self.bn_lora2 = self.bn_small = None
+        self.use_bn = False
+
+    @torch.no_grad()
+    def to_merged(self) -> MergedShiftwiseConv2d:
+        """The whole layer as rep-merged depthwise convs (the reference form), for inference.
+
+        The three branch kernels (``harness.merge_kernels``) get the branch scales folded in,
+        the identity residual becomes +1 at the identity kernel's centre, and the strips are
+        zero-padded to centred k x (2R+1) kernels (R = max(M//2, nk*k-1-M//2)) so that one
+        ``conv2d(padding=...)`` applies each. Equal to this module in eval mode up to rounding.
+        """
+        if self.reparameterized:
+            scale, bias = self.branch_scale, self.branch_bias
+        elif self.use_bn:
+            folded = [_fold_bn(bn) for bn in (self.bn_lora1, self.bn_lora2, self.bn_small)]
+            scale, bias = torch.stack([s for s, _ in folded]), sum(b for _, b in folded)
+        else:
+            weight = self.small_weight()
+            scale, bias = weight.new_ones(3, self.rep_n), weight.new_zeros(self.rep_n)
+        spec = self.spec
+        kernels = merge_kernels(self.small_weight().detach(), spec)
+        half, extent, k = spec.big_kernel // 2, spec.nk * spec.small_kernel, spec.small_kernel
+        radius = max(half, extent - 1 - half)
+        h = kernels.h.new_zeros(self.rep_n, 1, k, 2 * radius + 1)
+        v = kernels.v.new_zeros(self.rep_n, 1, 2 * radius + 1, k)
+        h[..., radius - half : radius - half + extent] = kernels.h
+        v[..., radius - half : radius - half + extent, :] = kernels.v
+        i = kernels.i.clone()
+        h, v, i = (kern * s.view(-1, 1, 1, 1) for kern, s in zip((h, v, i), scale))
+        i[:, 0, k // 2, k // 2] += 1.0  # the identity residual
+        return MergedShiftwiseConv2d(self.rep.clone(), self.ghost.clone(), h, v, i, bias.detach().clone(), radius)
+
+
+class MergedShiftwiseConv2d(nn.Module):
+    """A ``ShiftwiseConv2d`` exported as three depthwise convs plus a bias on the SW channels,
+    then the ghost channels concatenated in the official order (``ShiftwiseConv2d.to_merged``)."""
+
+    def __init__(self, rep: torch.Tensor, ghost: torch.Tensor, h: torch.Tensor, v: torch.Tensor,
+                 i: torch.Tensor, bias: torch.Tensor, radius: int) -> None:  # fmt: skip
+        super().__init__()
+        self.register_buffer("rep", rep, persistent=False)
+        self.register_buffer("ghost", ghost, persistent=False)
+        self.weight_h = nn.Parameter(h, requires_grad=False)
+        self.weight_v = nn.Parameter(v, requires_grad=False)
+        self.weight_i = nn.Parameter(i, requires_grad=False)
+        self.bias = nn.Parameter(bias, requires_grad=False)
+        self.radius = radius
+        self.r = i.shape[-1] // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ghost_in = x.index_select(1, self.ghost)
+        rep_in = x.index_select(1, self.rep)
+        c, r, radius = rep_in.shape[1], self.r, self.radius
+        out = F.conv2d(rep_in, self.weight_h, self.bias, padding=(r, radius), groups=c)
+        out = out + F.conv2d(rep_in, self.weight_v, padding=(radius, r), groups=c)
+        out = out + F.conv2d(rep_in, self.weight_i, padding=r, groups=c)
+        return torch.cat([out, ghost_in], dim=1)
+
+
+def merge_all(model: nn.Module) -> nn.Module:
+    """Replace every ``ShiftwiseConv2d`` in ``model`` by its ``to_merged()`` form (in place)."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, ShiftwiseConv2d):
+            setattr(model, name, child.to_merged())
+        else:
+            merge_all(child)
+    return model
+
+
+def set_impl(model: nn.Module, impl: str) -> nn.Module:
+    """Point every ``ShiftwiseConv2d`` in ``model`` at implementation ``impl`` (in place)."""
+    if impl not in ("auto", REFERENCE):
+        _implementation(impl)  # a clear error for an unknown name
+    for module in model.modules():
+        if isinstance(module, ShiftwiseConv2d):
+            module.impl = impl
+    return model
+
+
+__all__ = [
+    "AUTO_ORDER", "REFERENCE", "MergedShiftwiseConv2d", "ShiftwiseConv2d", "available_implementations",
+    "ghost_split", "merge_all", "register_spec", "registered_spec", "resolve_impl", "set_impl", "shiftwise",
+]  # fmt: skip

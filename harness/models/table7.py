@@ -1,0 +1,129 @@
+"""The report's "Table 7 on this machine" section: model throughput here beside the paper's A100.
+
+``PAPER_A100`` holds the supplementary's Table 7 (A100-80GB, PyTorch 2.0.0 + cuDNN, FP32,
+224x224). The figures are the batch-128 entries of the official throughput run,
+lidc54/shift-wiseConv ``throughout/a100fps.json`` (SW: ``N_path=1, N_rep=4`` and the timing
+script's ``kernel_size=[51, 49, 47, 13, 5]``; SLaK: ``slak_general`` for the plain PyTorch rows,
+``slak_gemm`` for RepLKNet's iGEMM large-kernel conv; UniRepLKNet: after ``reparameterize()``),
+rounded as the table prints them.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from harness.models.networks import NETWORKS
+
+#: network name -> (Table 7's row label, A100 images/s). Kept in the repository: nothing reads
+#: the paper at run time.
+PAPER_A100: dict[str, tuple[str, float]] = {
+    "sw_tiny": ("SW-tiny", 378),
+    "slak_tiny_rep_igemm": ("SLaK-T Rep, RepLKNet's iGEMM conv (★)", 638),
+    "unireplknet_tiny": ("UniRepLKNet-T", 1125),
+    "slak_tiny": ("SLaK-T", 371),
+    "slak_tiny_rep": ("SLaK-T Rep", 174),
+    "sw_small": ("SW-small", 243),
+    "slak_small_rep_igemm": ("SLaK-S Rep, RepLKNet's iGEMM conv (★)", 385),
+    "unireplknet_small": ("UniRepLKNet-S", 689),
+    "slak_small": ("SLaK-S", 217),
+    "slak_small_rep": ("SLaK-S Rep", 108),
+}
+PAPER_BATCH = 128
+#: Ratios the paper discusses: SW-tiny against these (the paper: "about 3/5 and 1/3").
+RATIOS = (("sw_tiny", "slak_tiny"), ("sw_tiny", "unireplknet_tiny"), ("sw_small", "slak_small"),
+          ("sw_small", "unireplknet_small"))  # fmt: skip
+
+
+def _images_per_s(rows: pd.DataFrame) -> pd.Series:
+    if "images_per_s" in rows:
+        return rows["images_per_s"].fillna(rows["batch"] / rows["median_s"])
+    return rows["batch"] / rows["median_s"]
+
+
+def _fmt(value: object, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def table7_section(frame: pd.DataFrame) -> list[str]:
+    """Markdown parts of the "Table 7 on this machine" section from the report's rows (one per
+    benchmark; model rows have ``kind == "model"``), or [] when there are none.
+
+    One table per machine and batch size: a row per network and, for SW networks, per
+    implementation, with images/s here and the paper's A100 images/s (batch 128) beside it; then
+    the ratios the paper discusses (SW against SLaK and UniRepLKNet), with SW's fastest
+    implementation, here and on the A100."""
+    if frame is None or frame.empty or "kind" not in frame:
+        return []
+    rows = frame[frame["kind"] == "model"].copy()
+    if rows.empty:
+        return []
+    rows["images_per_s"] = _images_per_s(rows)
+    machines = rows["machine"].unique() if "machine" in rows else [None]
+    parts = [
+        "## Table 7 on this machine",
+        "Images per second of whole networks at 224x224 (`pytest --benchmark-only --suite models`), each SW "
+        "implementation plugged into the same SW network, beside the paper's A100 figures (supplementary Table 7: "
+        f"A100-80GB, FP32, batch {PAPER_BATCH}). SW networks are verified in float64 against the reference path "
+        "before timing. *SW share* is the fraction of a forward pass spent in the SW layers (for a peer: its "
+        "large-kernel layers). \"Rep\" rows are the merged (deployed) forms; the paper's ★ row uses RepLKNet's "
+        "iGEMM CUDA conv, which has no counterpart here.",
+    ]
+    for machine in machines:
+        here = rows if machine is None else rows[rows["machine"] == machine]
+        for batch in sorted(here["batch"].unique()):
+            at = here[here["batch"] == batch]
+            table = []
+            for _, row in at.sort_values(["network", "computation"]).iterrows():
+                info = NETWORKS.get(row["network"])
+                paper = PAPER_A100.get(row["network"])
+                table.append({
+                    "network": info.label if info else row["network"],
+                    "implementation": row.get("implementation") or "—",
+                    "images/s here": _fmt(float(row["images_per_s"])),
+                    "A100 images/s (paper)": _fmt(float(paper[1])) if paper else "—",
+                    "GFLOP/image": _fmt(float(row["gflop_per_image"])) if "gflop_per_image" in row else "—",
+                    "params (M)": _fmt(row["params"] / 1e6) if "params" in row else "—",
+                    "SW share": _fmt(float(row["sw_time_share"]), 2) if "sw_time_share" in row else "—",
+                    "threads": _fmt(row.get("threads")),
+                })  # fmt: skip
+            title = f"### {machine}, batch {batch}" if machine is not None else f"### Batch {batch}"
+            parts += [title, pd.DataFrame(table).to_markdown(index=False)]
+            parts.append(_ratios(at))
+    missing = [label for name, (label, _) in PAPER_A100.items() if name not in set(rows["network"])]
+    if missing:
+        parts.append("Not run here: " + ", ".join(missing) + ".")
+    return parts
+
+
+def best_images_per_s(rows: pd.DataFrame, network: str) -> tuple[float, str | None] | None:
+    """(images/s, implementation) of ``network``'s fastest run in ``rows``, or None."""
+    chosen = rows[rows["network"] == network]
+    if chosen.empty:
+        return None
+    best = chosen.loc[chosen["images_per_s"].idxmax()]
+    return float(best["images_per_s"]), best.get("implementation")
+
+
+def _ratios(rows: pd.DataFrame) -> str:
+    lines = []
+    for numerator, denominator in RATIOS:
+        top, bottom = best_images_per_s(rows, numerator), best_images_per_s(rows, denominator)
+        paper = PAPER_A100[numerator][1] / PAPER_A100[denominator][1]
+        label = f"{NETWORKS[numerator].label} / {NETWORKS[denominator].label}"
+        if top is None or bottom is None:
+            continue
+        impl = f" (SW: {top[1]})" if top[1] else ""
+        lines.append(f"| {label} | {top[0] / bottom[0]:.3g}{impl} | {paper:.2f} |")
+        rep = best_images_per_s(rows, f"{numerator}_rep")
+        if rep is not None:
+            lines.append(f"| {NETWORKS[numerator + '_rep'].label} / {NETWORKS[denominator].label} | {rep[0] / bottom[0]:.3g} | — |")
+    if not lines:
+        return "Ratios: not enough networks in this run."
+    return "\n".join(["| ratio | here | A100 (paper) |", "|---|---|---|", *lines])
+
+
+__all__ = ["PAPER_A100", "PAPER_BATCH", "RATIOS", "best_images_per_s", "table7_section"]

@@ -1,0 +1,242 @@
+"""ShiftwiseConv2d, the custom op, the networks and the model suite (fast: reduced networks,
+small maps, float64)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from harness import error_bound, reference_forward
+from harness.cases import load_cases
+from harness.models import ShiftwiseConv2d, build_network, set_impl
+from harness.models.bench import (
+    END_TO_END_RTOL, ModelMismatch, load_model_cases, model_runs, randomize_for_check, verify_network,
+)  # fmt: skip
+from harness.models.layers import available_implementations, ghost_split, resolve_impl
+from harness.models.networks import NETWORKS, make_rep
+from harness.models.table7 import PAPER_A100, table7_section
+from harness.perf import useful_flops
+
+U64 = torch.finfo(torch.float64).eps / 2
+CPU_IMPLS = sorted(name for name, reason in available_implementations("cpu", torch.float64).items() if reason is None)
+#: reduced SW-tiny: one block per stage, SW-tiny's widths (so its real layer shapes), 64x64 input
+REDUCED = dict(depths=(1, 1, 1, 1))
+
+
+def _randomized_layer(channels=20, big=13, small=3, seed=0, **kwargs) -> ShiftwiseConv2d:
+    torch.manual_seed(seed)
+    layer = ShiftwiseConv2d(channels, big, small, impl="reference", **kwargs).double().eval()
+    randomize_for_check(layer, seed)
+    return layer
+
+
+def _within(got: torch.Tensor, want: torch.Tensor, rtol: float, what: str) -> None:
+    error, scale = (got - want).abs().max().item(), want.abs().max().item()
+    assert error <= rtol * scale, f"{what}: max |diff| {error:.3g} > {rtol:g} * max |expected| {scale:.3g}"
+
+
+# ----------------------------------------------------------------------------- the layer
+def test_ghost_split_is_the_official_choice():
+    """np.random.seed(123); np.random.choice(C, C - repN, replace=False), sorted, as the official
+    layer (the global state is saved and restored around the replay)."""
+    saved = np.random.get_state()
+    try:
+        for channels, rep_n in ((80, 60), (160, 122), (320, 246), (640, 492)):
+            np.random.seed(123)
+            ghost = sorted(np.random.choice(channels, channels - rep_n, replace=False).tolist())
+            rep, got = ghost_split(channels, 0.23)
+            assert (len(rep), got) == (rep_n, ghost)
+            assert sorted(rep + got) == list(range(channels))
+    finally:
+        np.random.set_state(saved)
+
+
+def test_layer_is_the_official_forward():
+    """Literally the official forward: N_path convs summed, the shift-add of that sum (here the
+    harness's torch_roll port of the official slice-and-add), BN per branch, + x_rep, then the
+    ghost channels after the SW channels."""
+    from harness import implementations
+
+    layer = _randomized_layer(N_path=2)
+    x = torch.randn(2, 20, 9, 11, dtype=torch.float64)
+    rep_in, ghost_in = x[:, layer.rep], x[:, layer.ghost]
+    y = sum(conv(rep_in) for conv in layer.LoRAs)
+    h, v, i = implementations()["torch_roll"].fn(y, layer.spec)
+    expected = torch.cat([layer.bn_lora1(h) + layer.bn_lora2(v) + layer.bn_small(i) + rep_in, ghost_in], dim=1)
+    _within(layer(x), expected, 64 * layer.spec.groups * layer.nk * 9 * U64, "module vs official forward")
+
+
+def _layer_tolerance(layer: ShiftwiseConv2d, x: torch.Tensor) -> torch.Tensor:
+    """Per element: each branch's error bound scaled by its BN scale (twice: both sides round),
+    plus a few roundings of the BN affine, the sum of four terms and the folded bias."""
+    rep_in = x[:, layer.rep]
+    bounds = error_bound(rep_in, layer.small_weight(), layer.spec, torch.float64)
+    exact = reference_forward(rep_in, layer.small_weight(), layer.spec)
+    scale = torch.stack([bn.weight / torch.sqrt(bn.running_var + bn.eps) for bn in (layer.bn_lora1, layer.bn_lora2, layer.bn_small)])
+    magnitude = sum(s.abs().view(1, -1, 1, 1) * b.abs() for s, b in zip(scale, exact)) + rep_in.abs() + 1.0
+    tol = sum(2 * s.abs().view(1, -1, 1, 1) * b for s, b in zip(scale, bounds)) + 16 * U64 * magnitude
+    return torch.cat([tol, torch.zeros_like(x[:, layer.ghost])], dim=1)
+
+
+@torch.no_grad()
+def test_reparameterize_and_merged_export_agree_with_the_module():
+    layer = _randomized_layer(channels=24, big=13, small=3, N_path=2)
+    x = torch.randn(2, 24, 10, 10, dtype=torch.float64)
+    expected = layer(x)
+    tolerance = _layer_tolerance(layer, x)
+    merged = layer.to_merged()
+    assert ((merged(x) - expected).abs() <= tolerance).all(), "to_merged() differs beyond the bound"
+    assert ((merged.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last)) - expected).abs() <= tolerance).all()
+    layer.reparameterize()
+    assert layer.reparameterized and layer.LoRA is not None and not hasattr(layer, "LoRAs")
+    assert ((layer(x) - expected).abs() <= tolerance).all(), "reparameterize() differs beyond the bound"
+    layer.reparameterize()  # idempotent
+    assert ((layer.to_merged()(x) - expected).abs() <= tolerance).all()
+
+
+def test_layer_errors_are_clear():
+    with pytest.raises(ValueError, match="unknown SW implementation 'nope'"):
+        resolve_impl("nope", "cpu")
+    with pytest.raises(ValueError, match="ghost_ratio"):
+        ShiftwiseConv2d(16, 13, ghost_ratio=1.5)
+    layer = ShiftwiseConv2d(16, 13, impl="nope")
+    with pytest.raises(ValueError, match="unknown SW implementation 'nope'"):
+        layer(torch.randn(1, 16, 8, 8))
+
+
+def test_auto_picks_the_documented_first_available():
+    if "numba_cpu" in CPU_IMPLS:
+        assert resolve_impl("auto", "cpu") == "numba_cpu"
+    assert resolve_impl("auto", "cpu") in CPU_IMPLS + ["reference"]
+
+
+def test_flop_counter_sees_the_custom_op():
+    layer = ShiftwiseConv2d(20, 13, 3, bn=False, N_path=1, impl="reference").eval()
+    x = torch.randn(2, 20, 9, 9)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        layer(x)
+    assert counter.get_total_flops() == useful_flops(layer.spec, (2, layer.rep_n, 9, 9))
+
+
+def test_custom_op_gradients_match_the_reference():
+    layer = _randomized_layer(channels=12, big=7, small=3)
+    x = torch.randn(1, 12, 6, 6, dtype=torch.float64, requires_grad=True)
+    layer(x).square().sum().backward()
+    grad_op = x.grad.clone()
+    x.grad = None
+    rep_in, ghost_in = x[:, layer.rep], x[:, layer.ghost]
+    h, v, i = reference_forward(rep_in, layer.small_weight(), layer.spec)
+    out = torch.cat([layer.bn_lora1(h) + layer.bn_lora2(v) + layer.bn_small(i) + rep_in, ghost_in], dim=1)
+    out.square().sum().backward()
+    _within(grad_op, x.grad, 1e-12, "input gradient through the custom op")
+
+
+# ----------------------------------------------------------------------------- networks
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+def test_reduced_sw_tiny_with_each_cpu_implementation_matches_the_reference_path(impl):
+    """One block per stage at SW-tiny's widths (its real SW layer shapes), a 64x64 image:
+    every SW layer within the float64 error bound, logits within END_TO_END_RTOL."""
+    net = randomize_for_check(build_network("sw_tiny", impl, **REDUCED, dtype=torch.float64), 0).reparameterize()
+    reference = set_impl(copy.deepcopy(net), "reference")
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    assert "4 SW layers within the error bound" in verify_network(net, reference, x)
+
+
+def test_verification_catches_a_wrong_network():
+    net = randomize_for_check(build_network("sw_tiny", "reference", depths=(1, 0, 0, 0), dtype=torch.float64), 0)
+    reference = copy.deepcopy(net)
+    layer = next(m for m in net.modules() if isinstance(m, ShiftwiseConv2d))
+    layer.ghost = layer.ghost.flip(0)  # a wrong channel order
+    with pytest.raises(ModelMismatch, match="logits differ"):
+        verify_network(net, reference, torch.randn(1, 3, 32, 32, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", ["sw_tiny", "unireplknet_tiny", "slak_tiny"])
+@torch.no_grad()
+def test_reparameterized_and_merged_networks_agree(name):
+    """Before and after ``reparameterize()`` and in the merged ("_rep") form, in float64: only
+    rounding differs (folds of BN, GRN bias, layer scale; merged kernels), far below 1e-9."""
+    depths = (1, 1, 2, 1) if name == "unireplknet_tiny" else REDUCED["depths"]
+    net = randomize_for_check(build_network(name, "reference" if name.startswith("sw") else "auto", depths=depths,
+                                            dims=(16, 32, 64, 128), dtype=torch.float64), 1)  # fmt: skip
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    expected = net(x)
+    _within(net.reparameterize()(x), expected, END_TO_END_RTOL, f"{name} reparameterized")
+    _within(make_rep(net)(x.contiguous(memory_format=net.memory_format)), expected, END_TO_END_RTOL, f"{name} merged")
+
+
+def test_torch_compile_of_a_network_with_the_custom_op_matches_eager():
+    """``fullgraph=True``: the custom op traces (its fake kernel) without a graph break. The
+    aot_eager backend runs the same tracing as inductor without a C++ build (kept fast)."""
+    net = randomize_for_check(build_network("sw_tiny", "torch_roll", depths=(1, 0, 0, 0), dims=(16, 32, 64, 128),
+                                            dtype=torch.float64), 2).reparameterize()  # fmt: skip
+    x = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    torch._dynamo.reset()
+    compiled = torch.compile(net, backend="aot_eager", fullgraph=True)
+    with torch.no_grad():
+        _within(compiled(x), net(x), END_TO_END_RTOL, "compiled vs eager")
+
+
+PUBLISHED_MARGIN = 0.05
+#: SLaK's published counts are of its sparse model (40% of the weights pruned, SLaK paper).
+DENSITY = {"slak": 0.6}
+
+
+@pytest.mark.parametrize("name", [n for n, info in NETWORKS.items() if info.params_m is not None])
+def test_params_and_gmacs_match_the_published_figures(name):
+    """Within 5% (GMACs: FlopCounterMode's FLOPs / 2, conv and linear layers, 224x224)."""
+    info = NETWORKS[name]
+    net = build_network(name, device="meta")
+    density = DENSITY.get(info.family, 1.0)
+    params = sum(p.numel() for p in net.parameters()) * density / 1e6
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(torch.empty(1, 3, 224, 224, device="meta"))
+    gmacs = counter.get_total_flops() / 2e9 * density
+    assert abs(params / info.params_m - 1) <= PUBLISHED_MARGIN, f"{name}: {params:.2f}M params vs published {info.params_m}M"
+    assert abs(gmacs / info.gmacs - 1) <= PUBLISHED_MARGIN, f"{name}: {gmacs:.2f} GMACs vs published {info.gmacs}"
+
+
+def test_build_network_errors_are_clear():
+    with pytest.raises(ValueError, match="unknown network 'resnet50'"):
+        build_network("resnet50")
+    with pytest.raises(ValueError, match="has no SW layers"):
+        build_network("unireplknet_tiny", "numba_cpu")
+    with pytest.raises(ValueError, match="unknown SW implementation"):
+        set_impl(build_network("sw_tiny", depths=(1, 0, 0, 0), device="meta"), "nope")
+
+
+def test_build_network_leaves_the_global_rng_alone():
+    state = torch.random.get_rng_state()
+    build_network("unireplknet_tiny", depths=(1, 0, 0, 0), device="meta")
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+# ----------------------------------------------------------------------------- the model suite
+def test_models_suite_is_a_model_suite():
+    assert load_cases(suites=["models"]) == []  # the layer loader skips it
+    quick = [c for c in load_model_cases(suites=["models"]) if c.tier == "quick"]
+    assert {c.network for c in quick} >= {"sw_tiny", "sw_tiny_rep", "slak_tiny", "unireplknet_tiny"}
+    runs = model_runs(["models"], "quick", ("cpu",), torch.float32)
+    sw_runs = {r.implementation: r.skip for r in runs if r.case.network == "sw_tiny"}
+    assert set(sw_runs) == set(available_implementations("cpu"))  # every implementation: run or a reason
+    assert all(sw_runs[name] is None for name in CPU_IMPLS)
+
+
+def test_table7_section_reads_model_rows():
+    rows = pd.DataFrame([
+        dict(kind="model", machine="m", network="sw_tiny", implementation="numba_cpu", computation="sw_tiny[numba_cpu]",
+             batch=1, median_s=2.0, gflop_per_image=10.0, params=3e7, sw_time_share=0.5, threads=2),
+        dict(kind="model", machine="m", network="unireplknet_tiny", implementation=None, computation="unireplknet_tiny",
+             batch=1, median_s=0.5, gflop_per_image=10.0, params=3e7, sw_time_share=0.2, threads=2),
+        dict(kind="implementation", machine="m", network=None, implementation=None, computation="x", batch=1, median_s=1.0),
+    ])  # fmt: skip
+    text = "\n".join(table7_section(rows))
+    assert "## Table 7 on this machine" in text and "UniRepLKNet-T" in text
+    assert "| SW-tiny / UniRepLKNet-T | 0.25 (SW: numba_cpu) | 0.34 |" in text
+    assert f"{PAPER_A100['sw_tiny'][1]:g}" in text
+    assert table7_section(rows[rows["kind"] != "model"]) == []
