@@ -23,9 +23,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-## Run the tests (Hypothesis profile: SW_HYPOTHESIS_PROFILE=ci|thorough, default ci).
+## Run the tests across every core (pytest-xdist; Hypothesis profile: SW_HYPOTHESIS_PROFILE=ci|thorough, default ci).
+TEST_ARGS ?= -n auto
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest $(TEST_ARGS)
 
 ## The main job: time every implementation and peer on the $(TIER) tier, then write the report.
 ## A failing implementation is recorded in the report; the exit status still says it failed.
@@ -39,9 +40,10 @@ bench: $(STAMP)
 report: $(STAMP)
 	$(BIN)/swbench report $(RUNS) --output $(REPORT) $(if $(NOTES),--notes $(NOTES))
 
-## Check every implementation against the reference on cases/ plus random specs.
+## Check every implementation against the reference: the quick tier (CHECK_TIER=full: every case, 20 random specs).
+CHECK_TIER ?= quick
 check: $(STAMP)
-	$(BIN)/swbench check
+	$(BIN)/swbench check --tier $(CHECK_TIER)
 
 list: $(STAMP)
 	$(BIN)/swbench list

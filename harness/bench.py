@@ -1,29 +1,38 @@
-"""What the benchmarks time: implementations and peers, made ready on a case.
+"""What the benchmarks time and how: implementations and peers made ready on a case, verified,
+timed by pytest-benchmark and recorded as a ``harness.results.BenchmarkRow``.
 
 ``computations()`` lists every implementation from ``impls/`` and every peer as a
-``Computation``; ``Computation.prepare(case, dtype, device)`` builds seeded inputs once and
-returns a ``Prepared`` call to time, its workload by count, and a check of its result:
-an implementation's output must match the reference within the error bound before it is
-timed (timing a wrong answer is meaningless); a peer computes another operator and is not
-compared. The pytest-benchmark side (timing, JSON) lives in ``tests/test_benchmarks.py``.
+``Computation`` with its declared role. ``Computation.prepare(case, dtype, device)`` builds
+seeded inputs once and returns a ``Prepared`` call to time, its workload by count, and a check
+of its result: an implementation's output must match the reference within the error bound
+before it is timed (timing a wrong answer is meaningless); a peer computes the same branches
+by another path or another operator and is not compared here (tests/test_peers.py checks the
+PyTorch ways against the reference).
+
+``Session`` runs one benchmark (``Session.measure``) and keeps what a run records beside the
+timings: failures, what was not run and why, the roofline peaks probed once per device. The
+pytest plugin (``harness.bench_plugin``) owns one per pytest session; the test function only
+parametrizes and calls it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from harness import machine
 from harness.cases import Case
-from harness.checking import CheckCase, bitwise_equal, describe_mismatch, make_inputs
+from harness.checking import CheckCase, bitwise_equal, compare_with_reference, expected_result, make_inputs
 from harness.peers import Peer, peers
 from harness.perf import Workload, useful_flops
-from harness.reference import error_bound, reference_forward
-from harness.registry import Implementation, implementations
+from harness.registry import Implementation, Role, implementations
+from harness.results import BenchmarkRow
 from harness.traffic import compulsory_bytes
 
-KINDS = ("implementation", "peer")
+#: Bytes overwritten before each round with --l2-flush: larger than any GPU's L2 so far (H100: 50 MiB).
+L2_FLUSH_BYTES = 256 * 2**20
 
 
 class ResultMismatch(AssertionError):
@@ -39,6 +48,8 @@ class Prepared:
     workload: Workload
     #: raises ResultMismatch if ``run``'s output is wrong; returns what was verified
     verify: Callable[[object], str]
+    #: preparation that is not timed (e.g. torch.compile), in seconds
+    setup_seconds: float | None = None
 
 
 def _synchronized(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
@@ -65,10 +76,14 @@ class Computation:
     """An implementation or a peer, as the benchmarks see it."""
 
     name: str
-    kind: str
+    role: Role
     description: str
     implementation: Implementation | None = None
     peer: Peer | None = None
+
+    @property
+    def baseline(self) -> bool:
+        return self.peer is not None and self.peer.baseline
 
     @property
     def devices(self) -> tuple[str, ...]:
@@ -96,7 +111,10 @@ class Computation:
         if self.peer is not None:
             prepared = self.peer.prepare(case, x, weight)
             workload = Workload(case.batch, prepared.flops, prepared.compulsory_bytes, None)
-            return Prepared(_synchronized(prepared.run, device), workload, lambda result: "peer: computes another operator, not compared")
+            return Prepared(
+                _synchronized(prepared.run, device), workload,
+                lambda result: "peer: computes the branches another way, not compared here", prepared.setup_seconds,
+            )  # fmt: skip
 
         impl = self.implementation
         traffic = impl.traffic(spec, case.input_shape, x.element_size()) if impl.traffic else None
@@ -108,14 +126,7 @@ class Computation:
                 return impl(x, weight, spec)
 
         def verify(result: object) -> str:
-            x64, w64 = x.double(), weight.double()
-            expected = reference_forward(x64, w64, spec)
-            bounds = error_bound(x64, w64, spec, dtype)
-            problems = [
-                f"branch {label}: {message}"
-                for label, got, ref, bound in zip("hvi", result, expected, bounds)
-                if (message := describe_mismatch(got, ref, bound, dtype))
-            ]
+            problems = compare_with_reference(result, expected_result(x, weight, spec, exact=False), dtype)
             if problems:
                 raise ResultMismatch(f"{self.name} on {case.name}: " + "; ".join(problems))
             return "matches the reference within the error bound"
@@ -126,8 +137,81 @@ class Computation:
 def computations() -> list[Computation]:
     """Every implementation in impls/ and every peer, implementations first, by name."""
     found = [
-        Computation(name, "implementation", impl.description, implementation=impl)
+        Computation(name, impl.role, impl.description, implementation=impl)
         for name, impl in sorted(implementations().items())
     ]
-    found += [Computation(name, "peer", peer.description, peer=peer) for name, peer in peers().items()]
+    found += [Computation(name, peer.role, peer.description, peer=peer) for name, peer in peers().items()]
     return found
+
+
+@dataclass
+class Session:
+    """One benchmark run's state beside the timings (what the JSON's ``sw`` key records)."""
+
+    dtype: torch.dtype
+    peak_gflops: float | None = None
+    peak_gbps: float | None = None
+    l2_flush: bool = False
+    cases: list[Case] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
+    not_run: list[dict] = field(default_factory=list)
+    _peaks: dict[str, machine.Peaks] = field(default_factory=dict)
+
+    def peaks(self, device: str) -> machine.Peaks:
+        """The device's roofline peaks, probed once per session (or as given)."""
+        if device not in self._peaks:
+            self._peaks[device] = machine.peaks(torch.device(device), self.peak_gflops, self.peak_gbps)
+        return self._peaks[device]
+
+    def skip(self, computation: Computation, device: str, reason: str) -> None:
+        self.not_run.append({"computation": computation.name, "device": device, "reason": reason})
+
+    def measure(self, benchmark, computation: Computation, case: Case, device: str) -> BenchmarkRow:
+        """Verify, time and record ``computation`` on ``case``: the row goes into the benchmark's
+        ``extra_info``. A wrong result or a crash is recorded as a failure and raised (the run
+        goes on with the other benchmarks)."""
+        try:
+            prepared = computation.prepare(case, self.dtype, device)
+            first = prepared.run()  # also the warm-up: compilation, caches, allocator
+            verified = prepared.verify(first)
+        except Exception as error:  # a mismatch or a crash: recorded in the JSON, then reported by pytest
+            self.failures.append(
+                {"computation": computation.name, "device": device, "case": case.name, "error": f"{type(error).__name__}: {error}"}
+            )
+            raise
+        row = BenchmarkRow.for_case(
+            case,
+            computation=computation.name,
+            role=computation.role.value,
+            baseline=computation.baseline,
+            description=computation.description,
+            device=device,
+            execution=computation.execution_mode(device),
+            threads=torch.get_num_threads() if device == "cpu" else None,
+            dtype=str(self.dtype).removeprefix("torch."),
+            useful_flops=useful_flops(case.spec(), case.input_shape),
+            flops=prepared.workload.flops,
+            compulsory_bytes=prepared.workload.compulsory_bytes,
+            traffic_bytes=prepared.workload.traffic_bytes,
+            setup_seconds=prepared.setup_seconds,
+            verified=verified,
+        )
+        benchmark.group = f"{case.suite}/{case.name}"
+        benchmark.extra_info.update(row.to_extra_info())
+        if self.l2_flush and device == "cuda":
+            last = benchmark.pedantic(prepared.run, setup=_flusher(device), rounds=20, warmup_rounds=1)
+        else:
+            last = benchmark(prepared.run)
+        row = row.with_determinism(outputs_equal(first, last))
+        benchmark.extra_info.update(row.to_extra_info())
+        return row
+
+
+def _flusher(device: str):
+    scratch = torch.empty(L2_FLUSH_BYTES // 4, device=device)
+
+    def flush() -> None:
+        scratch.fill_(1.0)
+        torch.cuda.synchronize(device)
+
+    return flush

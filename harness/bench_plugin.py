@@ -17,12 +17,14 @@ import pytest
 import torch
 
 from harness import machine
-from harness.bench import Computation, computations
+from harness.bench import Session, computations
 from harness.cases import TIERS, in_tier, load_cases
 from harness.cudac.report import kernel_table
 
-_STATE = pytest.StashKey[dict]()
+_SESSION = pytest.StashKey[Session]()
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: Marks the one placeholder item of a run that does not benchmark (deselected, never reported).
+_NOT_BENCHMARKING = "sw_not_benchmarking"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -43,7 +45,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_STATE] = {"failures": [], "not_run": [], "peaks": {}}
+    config.addinivalue_line("markers", f"{_NOT_BENCHMARKING}: placeholder of a benchmark test in a run without --benchmark-only")
+    config.stash[_SESSION] = Session(
+        dtype=DTYPES[config.getoption("bench_dtype")],
+        peak_gflops=config.getoption("peak_gflops"),
+        peak_gbps=config.getoption("peak_gbps"),
+        l2_flush=config.getoption("l2_flush"),
+    )
+
+
+def _benchmarking(config: pytest.Config) -> bool:
+    return bool(config.getoption("benchmark_only", False))
 
 
 def _devices(config: pytest.Config) -> tuple[str, ...]:
@@ -51,9 +63,10 @@ def _devices(config: pytest.Config) -> tuple[str, ...]:
     return ("cpu", "cuda") if chosen == "all" else (chosen,)
 
 
-def selected_cases(config: pytest.Config):
-    tier = config.getoption("tier")
-    return [case for case in load_cases(suites=config.getoption("suite")) if in_tier(case, tier)]
+@pytest.fixture
+def bench_session(request: pytest.FixtureRequest) -> Session:
+    """The run's ``harness.bench.Session``: ``bench_session.measure(benchmark, computation, case, device)``."""
+    return request.config.stash[_SESSION]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -61,7 +74,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if not all(name in metafunc.fixturenames for name in names):
         return
     config = metafunc.config
-    cases = selected_cases(config)
+    if not _benchmarking(config):  # a plain test run: one placeholder, deselected below
+        metafunc.parametrize(names, [pytest.param(None, None, None, marks=getattr(pytest.mark, _NOT_BENCHMARKING))])
+        return
+    session = config.stash[_SESSION]
+    tier = config.getoption("tier")
+    session.cases = [case for case in load_cases(suites=config.getoption("suite")) if in_tier(case, tier)]
     params = []
     for computation in computations():
         for device in _devices(config):
@@ -69,59 +87,56 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 continue
             reason = computation.not_benchmarked_reason(device)
             if reason is not None:
-                config.stash[_STATE]["not_run"].append(
-                    {"computation": computation.name, "device": device, "reason": reason}
-                )
+                session.skip(computation, device, reason)
                 mark = pytest.mark.skip(reason=f"{computation.name} on {device} not timed: {reason}")
                 params.append(pytest.param(computation, device, None, id=f"{computation.name}-{device}", marks=mark))
                 continue
             params += [
                 pytest.param(computation, device, case, id=f"{computation.name}-{device}-{case.suite}-{case.name}")
-                for case in cases
+                for case in session.cases
             ]
     metafunc.parametrize(names, params)
 
 
-def roofline_peaks(config: pytest.Config, device: str) -> machine.Peaks:
-    """The device's peaks, probed once per session (or given on the command line)."""
-    cache = config.stash[_STATE]["peaks"]
-    if device not in cache:
-        cache[device] = machine.peaks(
-            torch.device(device), config.getoption("peak_gflops"), config.getoption("peak_gbps")
-        )
-    return cache[device]
-
-
-def record_failure(config: pytest.Config, computation: Computation, device: str, case, error: BaseException) -> None:
-    config.stash[_STATE]["failures"].append(
-        {"computation": computation.name, "device": device, "case": case.name,
-         "error": f"{type(error).__name__}: {error}"}  # fmt: skip
-    )
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Benchmarks and tests never share a run: a plain run deselects the benchmark placeholder,
+    ``--benchmark-only`` deselects every test that is not a benchmark (instead of listing each
+    as skipped)."""
+    benchmarking = _benchmarking(config)
+    keep, drop = [], []
+    for item in items:
+        is_benchmark = "benchmark" in getattr(item, "fixturenames", ())
+        placeholder = item.get_closest_marker(_NOT_BENCHMARKING) is not None
+        (drop if placeholder or (benchmarking and not is_benchmark) else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    session = config.stash[_SESSION]
     cpu, gpu = machine.cpu_info(), machine.gpu_info()
     if gpu is not None and "cuda" in _devices(config):
-        gpu["peaks"] = roofline_peaks(config, "cuda").as_dict()
+        gpu["peaks"] = session.peaks("cuda").as_dict()
     machine_info["sw"] = {
         "fingerprint": machine.fingerprint(cpu, gpu),
         "cpu": cpu,
         "gpu": gpu,
-        "peaks": roofline_peaks(config, "cpu").as_dict(),
+        "peaks": session.peaks("cpu").as_dict(),
         "software": machine.software_versions(),
     }
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json: dict) -> None:
-    state = config.stash[_STATE]
+    session = config.stash[_SESSION]
     kernels, kernel_errors = kernel_table([c.implementation for c in computations() if c.implementation])
     output_json["sw"] = {
         "tier": config.getoption("tier"),
-        "suites": sorted({case.suite for case in selected_cases(config)}),
+        "suites": sorted({case.suite for case in session.cases}),
         "dtype": config.getoption("bench_dtype"),
         "command": shlex.join(["pytest", *sys.argv[1:]]),
-        "failures": state["failures"],
-        "not_run": state["not_run"],
+        "failures": session.failures,
+        "not_run": session.not_run,
         "kernels": kernels.to_dict("records"),
         "kernel_errors": kernel_errors,
     }

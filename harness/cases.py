@@ -11,6 +11,7 @@ correctness checks only and are never benchmarked.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tomllib
 from dataclasses import dataclass
@@ -62,16 +63,20 @@ class Case:
             raise ValueError(f"case {self.name!r}: {error}") from None
 
     def spec(self) -> ShiftwiseSpec:
-        sizes = dict(
-            big_kernel=self.big_kernel, small_kernel=self.small_kernel, channels=self.channels, groups=self.groups
-        )
-        if self.tables == "official":
-            return ShiftwiseSpec.official(**sizes).pruned(self.sparsity, seed=self.seed)
-        return ShiftwiseSpec.random(**sizes, seed=self.seed, sparsity=self.sparsity)
+        """The case's operator instance, built once per case (cases are frozen and hashable)."""
+        return _spec_of(self)
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
         return (self.batch, self.channels, self.height, self.width)
+
+
+@functools.lru_cache(maxsize=1024)
+def _spec_of(case: Case) -> ShiftwiseSpec:
+    sizes = dict(big_kernel=case.big_kernel, small_kernel=case.small_kernel, channels=case.channels, groups=case.groups)
+    if case.tables == "official":
+        return ShiftwiseSpec.official(**sizes).pruned(case.sparsity, seed=case.seed)
+    return ShiftwiseSpec.random(**sizes, seed=case.seed, sparsity=case.sparsity)
 
 
 _CASE_FIELDS = {f.name for f in dataclasses.fields(Case)} - {"suite"}

@@ -4,37 +4,78 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from harness.cases import Case, load_cases
-from harness.checking import DTYPES, MODES, CheckCase, CheckResult, check
+import torch
+
+from harness.checking import DTYPES, MODES, CheckCase, CheckResult, runner
 from harness.files import write_text_atomically
 from harness.registry import discover
 
-EXIT_OK, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
+#: Exit codes, one rule for every command: 0 only if something ran (at least one check, one
+#: kernel, one listed implementation) and nothing failed; 1 a failure (a mismatch, a kernel that
+#: did not build, a file in impls/ that did not load: the last line says which); 2 a usage error
+#: (a one-line message naming the argument); 3 nothing ran (every check skipped, e.g. no GPU).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOTHING_RAN = 0, 1, 2, 3
+EXIT_MISMATCH = EXIT_FAILED  # the older name
+
+
+class UsageError(Exception):
+    """A bad command-line input; the message names the argument and what was expected."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's errors as one line (no usage block), exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a whole number >= 1, got 0")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Not a terminal (CI logs, pipes): wide enough that tables and reproducers stay on one line.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-    return args.command(args, console)
+    try:
+        return args.command(args, console)
+    except UsageError as error:
+        console.print(f"swbench: error: {escape(str(error))}", soft_wrap=True)
+        return EXIT_USAGE
+    except FileNotFoundError as error:  # e.g. --impls-dir / $SW_IMPLS_DIR naming no folder
+        console.print(f"swbench: error: {escape(str(error))}", soft_wrap=True)
+        return EXIT_USAGE
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="swbench", description=__doc__)
+    parser = _Parser(prog="swbench", description=__doc__, epilog="Exit codes: 0 passed, 1 failed, 2 usage error, 3 nothing ran.")
     parser.add_argument(
         "--impls-dir", help="folder of implementation files (default: $SW_IMPLS_DIR, else the project's impls/)"
     )
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND", parser_class=_Parser)
 
     listing = commands.add_parser("list", help="implementations, devices, availability, load errors")
     listing.set_defaults(command=_list)
@@ -43,13 +84,19 @@ def _parser() -> argparse.ArgumentParser:
     checking.set_defaults(command=_check)
     checking.add_argument("--impl", action="append", help="only this implementation (repeatable)")
     checking.add_argument("--device", default="cpu", help="torch device to check on (default: cpu)")
+    checking.add_argument(
+        "--tier", choices=runner.TIERS, default="quick",
+        help="quick (default, minutes): edge cases, one case per real-network layer at batch 1, 4 random specs, "
+        "gradients on small inputs; full: every case, 20 random specs, every gradient",
+    )  # fmt: skip
     checking.add_argument("--cases-dir", help="folder of case suites (default: the project's cases/)")
     checking.add_argument("--suite", action="append", help="only this suite of cases/ (repeatable)")
     checking.add_argument(
         "--case", help="check this one case, given as key=value pairs (as printed in a reproducer), and nothing else"
     )
-    checking.add_argument("--random", type=int, default=20, metavar="N", help="random specs to add (default: 20)")
-    checking.add_argument("--seed", type=int, default=0, help="seed of the random specs (default: 0)")
+    checking.add_argument("--random", type=_count, metavar="N", help="random specs to add (default: 4 quick, 20 full)")
+    checking.add_argument("--jobs", "-j", type=_positive, metavar="N", help="worker processes (default: one per core; 1: this process)")
+    checking.add_argument("--seed", type=_count, default=0, help="seed of the random specs (default: 0)")
     checking.add_argument("--mode", choices=MODES, action="append", help="exact and/or float (default: both)")
     checking.add_argument("--dtype", choices=list(DTYPES), action="append", help="default: float32 and float64")
     checking.add_argument("--no-grad", action="store_true", help="skip the gradient checks")
@@ -102,10 +149,10 @@ def _kernels(args: argparse.Namespace, console: Console) -> int:
     reason = nvrtc_unavailable_reason()
     if reason:
         console.print(f"[red]cannot build kernels:[/] {escape(reason)}")
-        return EXIT_MISMATCH
+        return EXIT_FAILED
     if args.output and args.output.exists() and not args.overwrite:
         console.print(f"[red]{args.output} exists[/]; pass --overwrite to replace it")
-        return EXIT_MISMATCH
+        return EXIT_FAILED
     found = discover(args.impls_dir)
     frame, errors = kernel_table(found.implementations.values())
     markdown = kernel_table_markdown(frame)
@@ -114,7 +161,7 @@ def _kernels(args: argparse.Namespace, console: Console) -> int:
     console.print(markdown, markup=False, soft_wrap=True)
     if args.output:
         write_text_atomically(args.output, f"# CUDA kernels: ptxas figures (no GPU needed)\n\nMade by `swbench kernels` (`make kernels`).\n\n{markdown}\n")
-    return EXIT_MISMATCH if errors or found.errors else EXIT_OK
+    return EXIT_FAILED if errors or found.errors else EXIT_OK
 
 
 def _list(args: argparse.Namespace, console: Console) -> int:
@@ -138,86 +185,97 @@ def _list(args: argparse.Namespace, console: Console) -> int:
     console.print(table)
     for file, error in sorted(found.errors.items()):
         console.print(f"[red]load error[/] {file}: {escape(error)}")
-    return EXIT_MISMATCH if found.errors else EXIT_OK
-
-
-def random_cases(count: int, seed: int) -> list[Case]:
-    """``count`` random operator instances, sizes up to real layers' kernels (M <= 51)."""
-    rng = np.random.default_rng(seed)
-    cases = []
-    for index in range(count):
-        small = int(rng.choice([1, 3, 5, 7]))
-        big = 2 * int(rng.integers(small // 2, 26)) + 1
-        cases.append(
-            Case(
-                name=f"random-{seed}-{index}",
-                big_kernel=big,
-                small_kernel=small,
-                channels=int(rng.integers(1, 17)),
-                groups=int(rng.integers(1, 9)),
-                batch=int(rng.integers(1, 3)),
-                height=int(rng.integers(1, 41)),
-                width=int(rng.integers(1, 41)),
-                tables=str(rng.choice(["random", "official"])),
-                seed=int(rng.integers(0, 2**31)),
-                sparsity=float(rng.choice([0.0, 0.3, 0.6, 1.0])),
-                suite="random",
-            )
-        )
-    return cases
+    return EXIT_FAILED if found.errors else EXIT_OK
 
 
 def _check(args: argparse.Namespace, console: Console) -> int:
     found = discover(args.impls_dir)
-    for file, error in sorted(found.errors.items()):
-        console.print(f"[red]load error[/] {file}: {escape(error)}")
     selected = found.implementations
     if args.impl:
         unknown = sorted(set(args.impl) - set(selected))
         if unknown:
-            console.print(f"[red]unknown implementation(s)[/] {escape(str(unknown))}; known: {escape(str(sorted(selected)))}")
-            return EXIT_MISMATCH
-        selected = {name: selected[name] for name in args.impl}
-
-    try:
-        cases = [] if args.case else load_cases(args.cases_dir, args.suite) + random_cases(args.random, args.seed)
-        single = CheckCase.parse(args.case) if args.case else None
-    except ValueError as error:
-        console.print(f"[red]error:[/] {escape(str(error))}")
-        return EXIT_USAGE
-    if single is not None:
-        checks = [single]
+            raise UsageError(f"--impl: unknown implementation(s) {unknown}; known: {sorted(selected)}")
+        selected = {name: selected[name] for name in dict.fromkeys(args.impl)}
+    device = _device_argument(args.device)
+    if args.case:
+        if args.tier != "quick" or args.suite or args.random is not None or args.cases_dir:
+            raise UsageError("--case checks exactly one case: it cannot be combined with --tier, --suite, --random or --cases-dir")
+        try:
+            single = CheckCase.parse(args.case)
+        except ValueError as error:
+            raise UsageError(f"--case: {error}") from None
+        checks = runner.Plan((single,), (not args.no_grad,))
     else:
-        checks = [
-            CheckCase(case, dtype, mode, device=args.device)
-            for case in cases
-            for mode in args.mode or MODES
-            for dtype in args.dtype or list(DTYPES)
-        ]
+        try:
+            checks = runner.plan(
+                args.tier, device=device, modes=args.mode or MODES, dtypes=args.dtype or list(DTYPES),
+                cases_dir=args.cases_dir, suites=args.suite, random=args.random, seed=args.seed,
+                gradients=not args.no_grad,
+            )  # fmt: skip
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    for file, error in found.errors.items():
+        console.print(f"[red]load error[/] {file}: {escape(error)}")
 
-    results: list[CheckResult] = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("checking", total=len(selected) * len(checks))
-        for name, impl in sorted(selected.items()):
-            for check_case in checks:
-                progress.update(task, description=f"{name}: {check_case.case.name} {check_case.mode} {check_case.dtype}")
-                results.append(check(impl, check_case, gradients=not args.no_grad))
-                progress.advance(task)
+    total = len(selected) * len(checks.checks)
+    folder = str(found.folder) if args.impls_dir else None
+    started = time.monotonic()
+    if console.is_terminal:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("checking", total=total)
+            results = runner.run(
+                list(selected), checks, impls_dir=folder, jobs=args.jobs,
+                progress=lambda what, n: bar.update(task, advance=n, description=escape(what)),
+            )  # fmt: skip
+    else:  # a log: one line per finished task, so a long run shows it is alive
+        done = 0
+
+        def line(what: str, n: int) -> None:
+            nonlocal done
+            done += n
+            console.print(f"[{done}/{total}] {escape(what)} ({time.monotonic() - started:.0f} s)")
+
+        results = runner.run(list(selected), checks, impls_dir=folder, jobs=args.jobs, progress=line)
 
     console.print(_summary(results))
     for result in results:
         if result.failures:
             console.print(result.report(), markup=False, soft_wrap=True)
-    failed = any(result.failures for result in results) or bool(found.errors)
-    return EXIT_MISMATCH if failed else EXIT_OK
+    failed = sum(bool(result.failures) for result in results)
+    ran = sum(result.skipped is None for result in results)
+    elapsed = f"{time.monotonic() - started:.0f} s"
+    if failed:
+        console.print(f"[red]FAILED[/]: {failed} of {ran} checks failed ({elapsed}); exit {EXIT_FAILED}")
+        return EXIT_FAILED
+    if ran == 0:
+        console.print(f"[yellow]NOTHING RAN[/]: all {len(results)} checks were skipped (reasons above); exit {EXIT_NOTHING_RAN}")
+        return EXIT_NOTHING_RAN
+    if found.errors:
+        console.print(
+            f"[red]FAILED[/]: every check that ran passed ({ran}, {elapsed}), but {len(found.errors)} file(s) in "
+            f"{escape(str(found.folder))} did not load ({escape(', '.join(found.errors))}); exit {EXIT_FAILED}"
+        )
+        return EXIT_FAILED
+    console.print(f"[green]PASSED[/]: {ran} checks ({elapsed}); exit {EXIT_OK}")
+    return EXIT_OK
+
+
+def _device_argument(text: str) -> str:
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise UsageError(f"--device: expected a torch device such as cpu, cuda or cuda:1, got {text!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device: expected cpu or cuda (the devices implementations declare), got {text!r}")
+    return text
 
 
 def _summary(results: list[CheckResult]) -> Table:
     table = Table(title="Equivalence with the float64 rep-merged reference")
     for column in ("implementation", "checks", "passed", "failed", "skipped", "skip reasons"):
         table.add_column(column, overflow="fold")
-    for name in sorted({result.implementation for result in results}):
+    for name in dict.fromkeys(result.implementation for result in results):
         mine = [result for result in results if result.implementation == name]
         reasons = Counter(result.skipped for result in mine if result.skipped)
         failed = sum(bool(result.failures) for result in mine)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.inputs import validate_inputs
 from harness.spec import ShiftwiseSpec
 
 
@@ -131,6 +132,7 @@ def reference_forward(x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec
     ``x`` is (B, C, H, W), ``weight`` (C*nk, 1, k, k) in the official layout, same dtype and
     device. Differentiable in both. Run it in float64 to use it as the oracle.
     """
+    validate_inputs(x, weight, spec, name="reference_forward")
     return merged_forward(x, merge_kernels(weight, spec), spec)
 
 

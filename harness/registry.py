@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from harness.inputs import validate_inputs
 from harness.reference import Branches, small_conv
 from harness.spec import ShiftwiseSpec
 
@@ -136,47 +137,17 @@ class Implementation:
     def __call__(self, x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec) -> Branches:
         """Validate the inputs, run the implementation, check and return its three branches."""
         validate_inputs(x, weight, spec, dtypes=self.dtypes, devices=self.devices, name=self.name)
+        if not self.autograd and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+            raise RuntimeError(
+                f"implementation {self.name} has no backward (autograd=False), but its inputs require grad: "
+                "its outputs would silently carry no gradient. Call it under torch.no_grad() (inference), "
+                "or pick an implementation with autograd=True"
+            )
         if self.computes is Computes.SHIFT_ADD:
             result = self.fn(small_conv(x, weight, spec), spec)
         else:
             result = self.fn(x, weight, spec)
         return _checked_result(self.name, result, x)
-
-
-def validate_inputs(
-    x: object,
-    weight: object,
-    spec: object,
-    *,
-    dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64),
-    devices: tuple[str, ...] = ("cpu", "cuda"),
-    name: str = "the SW operator",
-) -> None:
-    """Raise TypeError / ValueError naming what ``name`` expected and what it got."""
-    if not isinstance(spec, ShiftwiseSpec):
-        raise TypeError(f"{name}: spec must be a ShiftwiseSpec, got {type(spec).__name__}")
-    for label, tensor in (("x", x), ("weight", weight)):
-        if not isinstance(tensor, torch.Tensor):
-            raise TypeError(f"{name}: {label} must be a torch.Tensor, got {type(tensor).__name__}")
-    assert isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor)
-    if x.ndim != 4:
-        raise ValueError(f"{name}: x must be 4-D (B, C, H, W), got shape {tuple(x.shape)}")
-    if x.shape[1] != spec.channels:
-        raise ValueError(f"{name}: x must have C = {spec.channels} channels (the spec's), got shape {tuple(x.shape)}")
-    if min(x.shape) == 0:
-        raise ValueError(f"{name}: x must not be empty, got shape {tuple(x.shape)}")
-    if tuple(weight.shape) != spec.weight_shape:
-        raise ValueError(
-            f"{name}: weight must have shape (C*nk, 1, k, k) = {spec.weight_shape}, got {tuple(weight.shape)}"
-        )
-    if x.dtype != weight.dtype:
-        raise TypeError(f"{name}: x and weight must have the same dtype, got {x.dtype} and {weight.dtype}")
-    if x.dtype not in dtypes:
-        raise TypeError(f"{name}: supports dtypes {', '.join(map(str, dtypes))}, got {x.dtype}")
-    if x.device != weight.device:
-        raise ValueError(f"{name}: x and weight must be on the same device, got {x.device} and {weight.device}")
-    if x.device.type not in devices:
-        raise ValueError(f"{name}: runs on {', '.join(devices)}, got a tensor on {x.device}")
 
 
 def _checked_result(name: str, result: object, x: torch.Tensor) -> Branches:

@@ -191,6 +191,7 @@ class ShiftwiseSpec:
         sparsity: float = 0.0,
     ) -> ShiftwiseSpec:
         """Random slot permutations and identity picks from ``seed``, then ``prune``."""
+        _check_seed(seed, "ShiftwiseSpec.random")
         *_, nk = _validated_sizes(big_kernel, small_kernel, channels, groups)
         rng = np.random.default_rng(seed)
         slot_h = rng.permuted(np.broadcast_to(np.arange(nk), (groups, channels, nk)), axis=-1)
@@ -204,8 +205,9 @@ class ShiftwiseSpec:
 
         Coarse-grained: a whole k x k filter is pruned. Kernels pruned already stay pruned.
         """
-        if not 0.0 <= sparsity <= 1.0:
-            raise ValueError(f"sparsity must be in [0, 1], got {sparsity}")
+        if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity <= 1.0:
+            raise ValueError(f"ShiftwiseSpec.pruned: sparsity must be a number in [0, 1], got {sparsity!r}")
+        _check_seed(seed, "ShiftwiseSpec.pruned")
         total = self.channels * self.nk
         count = round(sparsity * total)
         chosen = np.random.default_rng([seed, 0x5BA25E]).choice(total, size=count, replace=False)
@@ -334,3 +336,9 @@ class ShiftwiseSpec:
             f"ShiftwiseSpec(big_kernel={self.big_kernel}, small_kernel={self.small_kernel}, "
             f"channels={self.channels}, groups={self.groups}, nk={self.nk}, sparsity={self.sparsity:.3g})"
         )
+
+
+def _check_seed(seed: object, where: str) -> None:
+    """numpy's own message ("expected non-negative integer") names no argument."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"{where}: seed must be a non-negative integer, got {seed!r}")

@@ -12,17 +12,21 @@ import torch
 
 from harness.bench import ResultMismatch, computations, outputs_equal
 from harness.cases import Case, in_tier, load_cases
-from harness.registry import discover
+from harness.results import BenchmarkRow
+from harness.registry import Role, discover
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD_IMPLS = Path(__file__).parent / "bad_impls"
 CASE = Case("bench-tiny", 13, 3, 4, 2, 2, 9, 11, seed=5, sparsity=0.3)
 
 
-def test_every_implementation_and_peer_is_a_computation():
-    found = {c.name: c.kind for c in computations()}
-    assert {"torch_roll", "cuda_atomic"} <= {n for n, kind in found.items() if kind == "implementation"}
-    assert {"rep_merged", "rep_cross", "slak_strips", "unireplk_13x13"} <= {n for n, kind in found.items() if kind == "peer"}
+def test_every_implementation_and_peer_is_a_computation_with_its_declared_role():
+    found = {c.name: c for c in computations()}
+    assert found["cuda_atomic"].role is Role.IMPLEMENTATION and found["cuda_atomic"].implementation is not None
+    assert found["torch_roll"].role is Role.PYTORCH_WAY  # an implementation that is a plain PyTorch way
+    assert {"rep_merged", "rep_cross", "slak_strips", "unireplk_13x13"} <= {n for n, c in found.items() if c.peer}
+    assert found["slak_strips"].role is Role.OTHER_OPERATOR and found["rep_merged"].role is Role.PYTORCH_WAY
+    assert [n for n, c in found.items() if c.baseline] == ["rep_merged"]
 
 
 def test_emulated_gpu_code_is_never_timed():
@@ -46,7 +50,7 @@ def test_a_wrong_implementation_is_refused_before_timing():
     impl = discover(BAD_IMPLS).implementations["bad_swapped_branches"]
     from harness.bench import Computation
 
-    prepared = Computation(impl.name, "implementation", "", implementation=impl).prepare(CASE, torch.float32, "cpu")
+    prepared = Computation(impl.name, Role.IMPLEMENTATION, "", implementation=impl).prepare(CASE, torch.float32, "cpu")
     with pytest.raises(ResultMismatch, match="bad_swapped_branches on bench-tiny: branch h: .* elements differ"):
         prepared.verify(prepared.run())
 
@@ -79,7 +83,8 @@ def test_a_benchmark_run_records_results_failures_and_what_was_not_run(tmp_path)
     output = tmp_path / "run.json"
     command = [
         sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(ROOT / "tests" / "test_benchmarks.py"),
-        "--benchmark-only", "--suite", "sweep_small_kernel", "-k", "k3 and (torch_roll or bad_zeros or rep_merged)",
+        str(ROOT / "tests" / "test_cases.py"),  # plain tests beside benchmarks: deselected, not listed as skipped
+        "--benchmark-only", "--suite", "sweep_small_kernel", "-k", "k3 and (torch_roll-cpu or bad_zeros or rep_merged-cpu)",
         "--benchmark-max-time=0.01", "--benchmark-min-rounds=2", "--peak-gflops=50", f"--benchmark-json={output}",
     ]  # fmt: skip
     done = subprocess.run(
@@ -93,7 +98,9 @@ def test_a_benchmark_run_records_results_failures_and_what_was_not_run(tmp_path)
     roll = timed["torch_roll"]
     assert roll["verified"].startswith("matches the reference") and roll["deterministic"] is True
     assert roll["useful_flops"] == roll["flops"] == timed["rep_merged"]["useful_flops"]
-    assert roll["metrics"]["pct_roofline"] > 0 and roll["threads"] == torch.get_num_threads()
+    assert "metrics" not in roll and roll["threads"] == torch.get_num_threads()  # figures are derived, not stored
+    assert BenchmarkRow.from_extra_info(roll).role == Role.PYTORCH_WAY.value
+    assert "non-benchmark" not in done.stdout and "deselected" in done.stdout
     peaks = run["machine_info"]["sw"]["peaks"]
     assert peaks["gflops"] == 50 and peaks["gflops_source"] == "given on the command line"
     assert peaks["gbps"] > 0 and peaks["gbps_source"].startswith("probe")

@@ -1,9 +1,17 @@
+"""The ``swbench`` command through its entry point: output, exit codes, one-line usage errors."""
+
+import os
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-from harness.cli import main
+import pytest
+import torch
+
+from harness.cases import load_cases
+from harness.checking import runner
+from harness.cli import EXIT_FAILED, EXIT_NOTHING_RAN, EXIT_OK, EXIT_USAGE, main
 
 BAD_IMPLS = str(Path(__file__).parent / "bad_impls")
 
@@ -22,15 +30,99 @@ def test_list_reports_load_errors_and_fails(tmp_path, capsys):
 
 
 def test_check_passes_on_edge_cases_and_random_specs(capsys):
-    assert main(["check", "--suite", "edge", "--random", "3", "--seed", "1"]) == 0
+    assert main(["check", "--impl", "torch_roll", "--suite", "edge", "--random", "3", "--seed", "1", "--jobs", "1"]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if "torch_roll" in line)
-    # 8 edge cases + 3 random, in 2 modes x 2 dtypes: 44 checks, all passed, none failed
-    assert [cell.strip() for cell in row.split("│")[1:5]] == ["torch_roll", "44", "44", "0"]
+    checks = (len(load_cases(suites=["edge"])) + 3) * 2 * 2  # the cases and 3 random specs, 2 modes x 2 dtypes
+    assert [cell.strip() for cell in row.split("│")[1:5]] == ["torch_roll", str(checks), str(checks), "0"]
+    assert out.strip().splitlines()[-1].startswith(f"PASSED: {checks} checks")
+
+
+def test_check_runs_in_worker_processes(capsys):
+    args = ["check", "--impl", "torch_roll", "--impl", "cuda_atomic", "--suite", "edge", "--random", "0", "--jobs", "2"]
+    assert main([*args, "--mode", "exact", "--dtype", "float32"]) == EXIT_OK
+    out = capsys.readouterr().out
+    edge = len(load_cases(suites=["edge"]))
+    for name in ("torch_roll", "cuda_atomic"):
+        row = next(line for line in out.splitlines() if f"│ {name} " in line)
+        assert [cell.strip() for cell in row.split("│")[2:5]] == [str(edge), str(edge), "0"]
+
+
+def test_quick_tier_checks_edges_one_case_per_layer_and_random_specs():
+    cases = load_cases()
+    quick = runner.tier_cases("quick", cases)
+    assert {c.name for c in quick if c.suite == "edge"} == {c.name for c in cases if c.suite == "edge"}
+    layers = [c for c in quick if c.suite in runner.LAYER_SUITES]
+    shapes = [(c.suite, c.big_kernel, c.channels, c.height, c.width) for c in layers]
+    assert len(shapes) == len(set(shapes)) and all(c.batch == 1 for c in layers)
+    assert set(shapes) == {(c.suite, c.big_kernel, c.channels, c.height, c.width) for c in cases if c.suite in runner.LAYER_SUITES}
+    assert not any(c.suite.startswith("sweep_") for c in quick)
+    assert runner.tier_cases("full", cases) == cases
+    plan = runner.plan("quick", device="cpu", modes=["exact"], dtypes=["float32"])
+    assert len(plan.checks) == len(quick) + runner.RANDOM_SPECS["quick"]
+    assert any(plan.gradients) and not all(plan.gradients)  # small inputs only
+
+
+def test_check_with_nothing_to_run_is_not_a_pass(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without a CUDA device: every CUDA check is skipped there")
+    assert main(["check", "--device", "cuda", "--suite", "edge", "--random", "0", "--jobs", "1"]) == EXIT_NOTHING_RAN
+    assert "NOTHING RAN" in capsys.readouterr().out
+
+
+def test_a_load_error_fails_the_check_and_says_why(tmp_path, capsys):
+    (tmp_path / "broken.py").write_text("import no_such_module_anywhere\n")
+    (tmp_path / "roll.py").write_text((Path(__file__).parents[1] / "impls" / "torch_roll.py").read_text())
+    args = ["--impls-dir", str(tmp_path), "check", "--suite", "edge", "--random", "0", "--mode", "exact", "--jobs", "1"]
+    assert main(args) == EXIT_FAILED
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "every check that ran passed" in last and "broken.py" in last and "did not load" in last
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["check", "--cases-dir", "/nonexistent"], "--cases-dir: folder /nonexistent does not exist"),
+        (["check", "--device", "xpu"], "--device: expected cpu or cuda"),
+        (["check", "--device", "banana"], "--device: expected a torch device such as cpu, cuda or cuda:1, got 'banana'"),
+        (["check", "--case", "big_kernel=13"], "--case: case string: missing keys ['batch', 'channels', 'groups'"),
+        (["check", "--case", "big_kernel=13 big_kernel=15"], "key 'big_kernel' given twice"),
+        (["check", "--impl", "nope"], "--impl: unknown implementation(s) ['nope']"),
+        (["check", "--case", "big_kernel=13", "--suite", "edge"], "--case checks exactly one case"),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_argument(args, message, capsys):
+    assert main(args) == EXIT_USAGE
+    out = capsys.readouterr().out.strip()
+    assert len(out.splitlines()) == 1 and out.startswith("swbench: error: ") and message in out
+
+
+def test_an_empty_cases_folder_is_a_usage_error(tmp_path, capsys):
+    assert main(["check", "--cases-dir", str(tmp_path)]) == EXIT_USAGE
+    assert "no case suites" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args", [["check", "--random", "-5"], ["check", "--seed", "x"], ["check", "--jobs", "0"]])
+def test_bad_numbers_are_one_line_usage_errors(args, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "expected a whole number" in err
+
+
+def test_a_missing_impls_folder_is_a_one_line_error():
+    script = Path(sys.executable).parent / "swbench"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "harness.cli"]
+    env = {**os.environ, "SW_IMPLS_DIR": "/nonexistent"}
+    done = subprocess.run([*command, "list"], capture_output=True, text=True, check=False, env=env)
+    assert done.returncode == EXIT_USAGE
+    assert done.stdout.strip() == "swbench: error: implementation folder /nonexistent does not exist (from --impls-dir or $SW_IMPLS_DIR)"
+    assert "Traceback" not in done.stderr
 
 
 def test_check_fails_on_a_bad_implementation_and_prints_a_working_reproducer(capsys):
-    args = ["--impls-dir", BAD_IMPLS, "check", "--impl", "bad_shift_off_by_one", "--suite", "edge", "--random", "0"]
+    args = ["--impls-dir", BAD_IMPLS, "check", "--impl", "bad_shift_off_by_one", "--suite", "edge", "--random", "0", "--jobs", "1"]
     assert main(args) == 1
     out = capsys.readouterr().out
     reproducer = next(line.strip() for line in out.splitlines() if line.strip().startswith("swbench --impls-dir"))
@@ -38,11 +130,6 @@ def test_check_fails_on_a_bad_implementation_and_prints_a_working_reproducer(cap
     assert f"--impls-dir {BAD_IMPLS}" in reproducer
     assert main(shlex.split(reproducer)[1:]) == 1
     assert reproducer in capsys.readouterr().out
-
-
-def test_check_names_unknown_implementations(capsys):
-    assert main(["check", "--impl", "nope", "--random", "0"]) == 1
-    assert "unknown implementation(s) ['nope']" in capsys.readouterr().out
 
 
 def test_console_script_runs():
@@ -76,7 +163,7 @@ def test_kernels_table_is_written_once_and_never_overwritten_silently(tmp_path, 
 def test_bad_case_strings_are_usage_errors(capsys):
     assert main(["check", "--case", "big_kernel=13 color=red"]) == 2
     out = capsys.readouterr().out
-    assert "error: case string: unknown keys ['color']" in out
+    assert "error: --case: case string: unknown keys ['color']" in out
     assert main(["check", "--case", "name=x big_kernel=12 small_kernel=3 channels=1 groups=1 batch=1 height=4 width=4"]) == 2
     assert "big_kernel must be odd, got 12" in capsys.readouterr().out
 

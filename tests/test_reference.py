@@ -14,7 +14,7 @@ from harness import ShiftwiseSpec, error_bound, merge_kernels, reference_forward
 
 from tests.strategies import cases
 
-OFFICIAL_VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "official.json"
+OFFICIAL_VECTORS = Path(__file__).resolve().parent / "data" / "official.json"  # see tests/data/README.md
 
 
 def literal_sw(x: np.ndarray, weight: np.ndarray, spec: ShiftwiseSpec):

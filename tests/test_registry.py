@@ -146,3 +146,41 @@ def test_availability_reasons():
 def test_records_are_validated(overrides, message):
     with pytest.raises((TypeError, ValueError), match=message):
         _impl(**overrides)
+
+
+def test_a_duplicate_name_blames_the_file_added_last(tmp_path):
+    import os
+
+    _write(tmp_path, "z_first.py", GOOD.format(name="same"))
+    _write(tmp_path, "a_later.py", GOOD.format(name="same"))
+    first = (tmp_path / "z_first.py").stat().st_mtime_ns
+    os.utime(tmp_path / "a_later.py", ns=(first + 10**9, first + 10**9))  # added a second later
+    found = discover(tmp_path)
+    assert found.implementations["same"].source == tmp_path / "z_first.py"
+    assert "already declared in z_first.py" in found.errors["a_later.py"]
+
+
+def test_an_implementation_may_be_a_package(tmp_path):
+    package = tmp_path / "split"
+    package.mkdir()
+    (package / "kernel.py").write_text("from harness import reference_forward as forward\n")
+    text = textwrap.dedent(GOOD.format(name="split")).replace("fn=reference_forward", "fn=forward")
+    (package / "__init__.py").write_text("from .kernel import forward\n" + text)
+    found = discover(tmp_path)
+    assert found.errors == {}
+    assert found.implementations["split"].source == package / "__init__.py"
+    broken = tmp_path / "broken_pkg"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("from .missing import nothing\n")
+    assert "ModuleNotFoundError" in discover(tmp_path).errors["broken_pkg/"]
+
+
+def test_an_implementation_without_autograd_refuses_inputs_that_require_grad():
+    spec = ShiftwiseSpec.random(big_kernel=5, small_kernel=3, channels=2, groups=1, seed=0)
+    impl = _impl(autograd=False)
+    x = torch.randn(1, 2, 4, 4, requires_grad=True)
+    weight = torch.randn(spec.weight_shape)
+    with pytest.raises(RuntimeError, match="has no backward .autograd=False., but its inputs require grad"):
+        impl(x, weight, spec)
+    with torch.no_grad():
+        impl(x, weight, spec)  # inference is fine

@@ -10,6 +10,8 @@ import pytest
 from matplotlib.figure import Figure
 
 from harness.perf import Workload, derived_metrics
+from harness.registry import Role
+from harness.results import BenchmarkRow
 from harness.report import (
     ReportInputError,
     compare,
@@ -30,20 +32,27 @@ MEDIANS = {
 PEAKS = {"gflops": 100.0, "gflops_source": "given on the command line", "gbps": 10.0, "gbps_source": "probe: copy"}
 
 
+#: the roles the computations of these synthetic runs declare
+ROLES = {"torch_roll": Role.PYTORCH_WAY, "rep_merged": Role.PYTORCH_WAY, "rep_cross": Role.PYTORCH_WAY,
+         "slak_strips": Role.OTHER_OPERATOR}  # fmt: skip
+
+
 def benchmark(
     computation: str, case: str, median: float, suite: str = "sw_small", spread: float = 0.05, **params
 ) -> dict:
-    kind = "peer" if computation.startswith("rep_") else "implementation"
-    extra = {
-        "kind": kind, "computation": computation, "description": f"{computation} description",
-        "device": "cpu", "execution": "cpu", "threads": 4, "dtype": "float32",
-        "case": case, "suite": suite, "tier": "quick", "big_kernel": 13, "small_kernel": 3, "channels": 8,
-        "groups": 2, "nk": 5, "batch": 4, "height": 16, "width": 16, "sparsity": 0.0, "tables": "random",
-        "useful_flops": 2_000_000, "flops": 3_000_000 if kind == "peer" else 2_000_000,
-        "compulsory_bytes": 400_000, "traffic_bytes": 800_000 if computation == "torch_roll" else None,
-        "deterministic": True, "verified": "matches the reference within the error bound",
-        "metrics": {"images_per_s": -1},  # stored derived values must be ignored
-    } | params  # fmt: skip
+    """One stored benchmark, its row written by the schema's owner (harness.results.BenchmarkRow)."""
+    role = ROLES.get(computation, Role.IMPLEMENTATION)
+    peer = computation.startswith(("rep_", "slak_"))
+    fields = dict(
+        computation=computation, role=role.value, baseline=computation == "rep_merged",
+        description=f"{computation} description", device="cpu", execution="cpu", threads=4, dtype="float32",
+        suite=suite, case=case, tier="quick", seed=0, batch=4, channels=8, height=16, width=16, big_kernel=13,
+        small_kernel=3, groups=2, nk=5, sparsity=0.0, tables="random", useful_flops=2_000_000,
+        flops=3_000_000 if peer else 2_000_000, compulsory_bytes=400_000,
+        traffic_bytes=800_000 if computation == "torch_roll" else None, setup_seconds=None,
+        verified="matches the reference within the error bound", deterministic=True,
+    ) | params  # fmt: skip
+    extra = BenchmarkRow(**fields).to_extra_info() | {"metrics": {"images_per_s": -1}}  # stored derived values are ignored
     stats = {"min": median * 0.9, "max": median * 1.2, "mean": median, "stddev": median * 0.01, "rounds": 20,
              "median": median, "iqr": 2 * spread * median, "q1": median * (1 - spread), "q3": median * (1 + spread),
              "ops": 1 / median, "iterations": 1}  # fmt: skip
@@ -52,7 +61,8 @@ def benchmark(
             "params": {}, "stats": stats, "extra_info": extra}  # fmt: skip
 
 
-def make_run(node: str = "box-a", medians: dict | None = None, benchmarks: list | None = None, **sw) -> dict:
+def make_run(node: str = "box-a", medians: dict | None = None, benchmarks: list | None = None, peaks: dict | None = None,
+             **sw) -> dict:  # fmt: skip
     medians = MEDIANS if medians is None else medians
     if benchmarks is None:
         benchmarks = [benchmark(comp, case, m, **CASES[case]) for (comp, case), m in medians.items()]
@@ -61,7 +71,7 @@ def make_run(node: str = "box-a", medians: dict | None = None, benchmarks: list 
             "node": node, "python_version": "3.11.9", "system": "Linux", "cpu": {"brand_raw": "Test CPU", "count": 4},
             "sw": {"fingerprint": f"{node} / Test CPU / no GPU",
                    "cpu": {"model": "Test CPU", "cores": 2, "threads": 4, "torch_threads": 4, "numba_threads": 4},
-                   "gpu": None, "peaks": PEAKS, "software": {"python": "3.11.9", "torch": "2.13.0+cpu"}},
+                   "gpu": None, "peaks": peaks or PEAKS, "software": {"python": "3.11.9", "torch": "2.13.0+cpu"}},
         },
         "commit_info": {}, "datetime": "2025-01-02T03:04:05+00:00", "version": "5.3.1", "benchmarks": benchmarks,
         "sw": {"tier": "quick", "suites": ["sw_small"], "command": "pytest --benchmark-only --suite sw_small",
@@ -89,8 +99,8 @@ def test_metrics_are_recomputed_from_stats_counts_and_peaks(tmp_path):
     assert numba_c2.speedup == pytest.approx(2.0)
     peer = frame[(frame.computation == "rep_merged") & (frame.case == "c1")].iloc[0]
     assert peer.gflops == pytest.approx(3_000_000 / 0.008 / 1e9) and peer.speedup == pytest.approx(1.0)
-    # deterministic order: suite, case, kind (implementations first), computation
-    first = [("c1", "numba_cpu"), ("c1", "torch_roll"), ("c1", "rep_merged")]
+    # deterministic order: suite, case, role (implementations, then PyTorch ways), computation
+    first = [("c1", "numba_cpu"), ("c1", "rep_merged"), ("c1", "torch_roll")]
     assert list(zip(frame.case, frame.computation))[:3] == first
 
 
@@ -125,8 +135,8 @@ def test_results_table_has_per_case_rows_with_formatted_metrics(tmp_path):
     markdown = render_report([save(tmp_path / "a.json", make_run())]).markdown.split("## Results")[1]
     header = next(line for line in markdown.splitlines() if "median ms" in line)
     assert [c.strip() for c in header.strip("|").split("|")] == [
-        "case", "computation", "kind", "device", "threads", "median ms", "IQR ms", "images/s", "GFLOP/s", "GB/s",
-        "density", "% roofline", "speedup vs rep_merged"]  # fmt: skip
+        "case", "computation", "role", "device", "threads", "median ms", "IQR ms", "images/s", "GFLOP/s", "GB/s",
+        "density", "% roofline", "speedup vs baseline"]  # fmt: skip
     row = next(line for line in markdown.splitlines() if line.startswith("| c2 ") and "numba_cpu" in line)
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[5:8] == ["5.00", "0.500", "800"] and cells[-1] == "2.00"
@@ -176,6 +186,10 @@ def test_bad_files_give_errors_naming_the_file_and_key(tmp_path):
     del broken["benchmarks"][1]["extra_info"]["compulsory_bytes"]
     with pytest.raises(ReportInputError, match=r"broken\.json: benchmark .*extra_info has no 'compulsory_bytes'"):
         load_runs([save(tmp_path / "broken.json", broken)])
+    wrong = make_run()
+    wrong["benchmarks"][0]["extra_info"]["flops"] = "many"
+    with pytest.raises(ReportInputError, match=r"wrong\.json: benchmark .*extra_info 'flops' must be int, got 'many'"):
+        load_runs([save(tmp_path / "wrong.json", wrong)])
     (tmp_path / "garbage.json").write_text("[1, 2")
     with pytest.raises(ReportInputError, match=r"garbage\.json: cannot read"):
         render_report([tmp_path / "garbage.json"])
@@ -191,7 +205,7 @@ def test_two_machines_merge_into_column_groups(tmp_path):
     report = render_report(paths)
     results = report.markdown.split("## Results")[1]
     header = next(line for line in results.splitlines() if "median ms" in line)
-    assert "box-a median ms" in header and "box-b median ms" in header and "box-b speedup vs rep_merged" in header
+    assert "box-a median ms" in header and "box-b median ms" in header and "box-b speedup vs baseline" in header
     rows = [line for line in results.splitlines() if line.startswith("| c1 ") and "torch_roll" in line]
     assert len(rows) == 1  # one row per (case, computation), both machines side by side
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
@@ -323,12 +337,88 @@ def test_gpu_results_use_the_gpu_peaks_never_the_cpu_ones(tmp_path):
 def test_summary_sets_the_fastest_implementation_against_the_fastest_pytorch_way(tmp_path):
     markdown = render_report([save(tmp_path / "a.json", make_run())], notes="profile: conv 40%").markdown
     summary = markdown.split("## Summary")[1].split("## Notes")[0]
-    # c1: numba_cpu 4 ms against rep_merged 8 ms (torch_roll, 10 ms, is a PyTorch way, not a contender)
+    # c1: numba_cpu 4 ms against the fastest PyTorch way, rep_merged 8 ms (torch_roll, 10 ms, is slower)
     row = next(line for line in summary.splitlines() if "| c1 " in line)
     cells = [cell.strip() for cell in row.strip("|").split("|")]
-    # suite, case, fastest implementation, median ms, % roofline, fastest PyTorch way, its median ms, speedup, limit
+    # suite, case, fastest implementation, median ms, % roofline, fastest PyTorch way, its median ms,
+    # its % roofline (useful), its % roofline (executed), speedup, roofline limit
     assert cells[1:4] == ["c1", "numba_cpu", "4.00"]
-    assert cells[5:8] == ["rep_merged", "8.00", "2.00"]
-    # roofline time of c1 with PEAKS: max(2 MFLOP / 100 GFLOP/s, 0.4 MB / 10 GB/s) = 40 us
-    assert cells[4] == "1.00" and cells[8] == "200"  # 40 us / 4 ms; 8 ms / 40 us
+    assert cells[5:7] == ["rep_merged", "8.00"] and cells[9] == "2.00"
+    # roofline time of c1's useful work with PEAKS: max(2 MFLOP / 100 GFLOP/s, 0.4 MB / 10 GB/s) = 40 us
+    assert cells[4] == "1.00" and cells[10] == "200"  # 40 us / 4 ms; 8 ms / 40 us
+    # rep_merged executes 3 MFLOP: 30 us of compute, still memory-bound at 40 us
+    assert cells[7] == cells[8] == "0.500"
     assert markdown.split("## Notes")[1].split("## Results")[0].strip() == "profile: conv 40%"
+
+
+def test_the_fastest_pytorch_way_is_chosen_by_role_not_by_name(tmp_path):
+    medians = dict(MEDIANS) | {("my_torch_way", "c1"): 0.003, ("numba_cpu", "c1"): 0.004}
+    ROLES["my_torch_way"] = Role.PYTORCH_WAY
+    try:
+        markdown = render_report([save(tmp_path / "a.json", make_run(medians=medians))]).markdown
+    finally:
+        del ROLES["my_torch_way"]
+    row = next(line for line in markdown.split("## Summary")[1].splitlines() if "| c1 " in line)
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[2] == "numba_cpu" and cells[5] == "my_torch_way" and cells[9] == "0.750"  # slower than it
+
+
+def test_two_runs_of_one_machine_with_different_peaks_are_two_runs(tmp_path):
+    loaded = PEAKS | {"gflops": 40.0}  # a probe made under load
+    paths = [save(tmp_path / "idle.json", make_run()), save(tmp_path / "busy.json", make_run(peaks=loaded))]
+    frame = results_frame(load_runs(paths))
+    assert sorted(frame.machine.unique()) == ["box-a [busy]", "box-a [idle]"]
+    by_run = frame.groupby("machine")["peak_gflops"].unique()
+    assert list(by_run["box-a [busy]"]) == [40.0] and list(by_run["box-a [idle]"]) == [100.0]
+    report = render_report(paths)
+    machines = report.markdown.split("## Machines")[1].split("## Summary")[0]
+    assert "box-a [busy]" in machines and "box-a [idle]" in machines and "40.0 (given" in machines
+    assert set(report.figures) == {"roofline-box-a_busy-cpu.png", "roofline-box-a_idle-cpu.png"}
+    same = save(tmp_path / "again.json", make_run(peaks=PEAKS | {"gflops": 105.0}))  # within 10%: the same state
+    with pytest.raises(ReportInputError, match="also measured in"):
+        results_frame(load_runs([paths[0], same]))
+
+
+def test_no_figure_above_the_roofline_is_shown_without_a_flag(tmp_path):
+    medians = dict(MEDIANS) | {("numba_cpu", "c1"): 0.00002}  # 20 us: faster than the 40 us roofline
+    markdown = render_report([save(tmp_path / "a.json", make_run(medians=medians))]).markdown
+    row = next(line for line in markdown.split("## Results")[1].splitlines() if line.startswith("| c1 ") and "numba_cpu" in line)
+    assert "200 † (memory)" in row
+    assert "†: above 100% of the roofline" in markdown.split("## Results")[1]
+    summary_row = next(line for line in markdown.split("## Summary")[1].splitlines() if "| c1 " in line)
+    assert "200 †" in summary_row
+
+
+def test_a_baseline_with_different_probes_is_not_called_a_regression(tmp_path):
+    base = save(tmp_path / "base.json", make_run())
+    slower = {key: 1.5 * median for key, median in MEDIANS.items()}
+    new = save(tmp_path / "new.json", make_run(medians=slower, peaks=PEAKS | {"gflops": 50.0}))
+    verdicts = compare(results_frame(load_runs([new])), results_frame(load_runs([base])), 1.0,
+                       load_runs([new]), load_runs([base]))  # fmt: skip
+    assert set(verdicts.verdict) == {"probes differ"}
+    section = render_report([new], baseline=[base]).markdown.split("## Comparison with the baseline")[1]
+    assert "regression: 0" in section and "probes differ: 6" in section
+    assert "not comparable on 6 results" in section
+
+
+def test_files_of_the_first_schema_are_read_with_the_roles_they_had(tmp_path):
+    legacy = make_run()
+    for bench in legacy["benchmarks"]:
+        extra = bench["extra_info"]
+        role = extra.pop("role")
+        for key in ("schema", "baseline", "setup_seconds"):
+            del extra[key]
+        extra["kind"] = "peer" if extra["computation"].startswith("rep_") else "implementation"
+        assert role  # it had one
+    frame = results_frame(load_runs([save(tmp_path / "old.json", legacy)]))
+    roles = dict(zip(frame.computation, frame.role))
+    assert roles == {"numba_cpu": "implementation", "torch_roll": "pytorch_way", "rep_merged": "pytorch_way"}
+    assert frame[frame.computation == "rep_merged"].baseline.all()
+
+
+def test_model_benchmarks_are_left_to_their_own_section(tmp_path):
+    run = make_run()
+    run["benchmarks"].append({"name": "m", "stats": run["benchmarks"][0]["stats"],
+                              "extra_info": {"kind": "model", "computation": "sw_tiny[numba_cpu]"}})  # fmt: skip
+    frame = results_frame(load_runs([save(tmp_path / "m.json", run)]))
+    assert len(frame) == 6 and "sw_tiny[numba_cpu]" not in set(frame.computation)

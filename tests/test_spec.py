@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from harness import ShiftwiseSpec
 
-OFFICIAL_VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "official.json"
+OFFICIAL_VECTORS = Path(__file__).resolve().parent / "data" / "official.json"  # see tests/data/README.md
 
 
 def _official_vectors():
@@ -173,5 +173,19 @@ def test_from_dict_refuses_missing_keys():
 
 def test_pruned_rejects_bad_sparsity():
     spec = ShiftwiseSpec.official(big_kernel=13, small_kernel=3, channels=1, groups=1)
-    with pytest.raises(ValueError, match=r"sparsity must be in \[0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"ShiftwiseSpec.pruned: sparsity must be a number in \[0, 1\], got 1.5"):
         spec.pruned(1.5, seed=0)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "7", True])
+def test_bad_seeds_are_named(seed):
+    with pytest.raises(ValueError, match=rf"ShiftwiseSpec.random: seed must be a non-negative integer, got {seed!r}"):
+        ShiftwiseSpec.random(big_kernel=13, small_kernel=3, channels=1, groups=1, seed=seed)
+
+
+def test_reference_names_a_wrong_weight_shape():
+    from harness import reference_forward
+
+    spec = ShiftwiseSpec.official(big_kernel=13, small_kernel=3, channels=2, groups=1)
+    with pytest.raises(ValueError, match=r"reference_forward: weight must have shape \(C\*nk, 1, k, k\) = \(10, 1, 3, 3\), got \(3, 1, 3, 3\)"):
+        reference_forward(torch.zeros(1, 2, 5, 5), torch.zeros(3, 1, 3, 3), spec)

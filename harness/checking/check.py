@@ -1,0 +1,157 @@
+"""The check itself: run an implementation on a ``CheckCase`` and compare it with the reference
+(forward, input mutation, exact gradients); failures are recorded, never raised."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from harness.checking.compare import Expected, bitwise_equal, compare_with_reference, describe_mismatch, expected_result
+from harness.checking.inputs import EXACT_LIMIT, CheckCase, make_inputs
+from harness.reference import reference_forward
+from harness.registry import DEFAULT_IMPLS_DIR, Implementation
+
+
+@dataclass(frozen=True)
+class Failure:
+    kind: str  # "error", "mutated-input", "values", "gradient"
+    message: str
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    implementation: str
+    check: CheckCase
+    failures: tuple[Failure, ...] = ()
+    skipped: str | None = None
+    #: folder the implementation was discovered in, when not the project's impls/
+    impls_dir: Path | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.skipped is None and not self.failures
+
+    @property
+    def reproducer(self) -> str:
+        folder = f"--impls-dir {shlex.quote(str(self.impls_dir))} " if self.impls_dir else ""
+        return f"swbench {folder}check --impl {self.implementation} --case {shlex.quote(self.check.to_args())}"
+
+    def report(self) -> str:
+        if self.skipped:
+            return f"{self.implementation}: skipped ({self.skipped})"
+        if self.passed:
+            return f"{self.implementation}: passed [{self.check.to_args()}]"
+        lines = [f"{self.implementation} does not match the reference. Reproduce with:", f"  {self.reproducer}"]
+        lines += [f"  [{failure.kind}] {failure.message}" for failure in self.failures]
+        return "\n".join(lines)
+
+
+class MismatchError(AssertionError):
+    """Raised by ``assert_matches_reference``; its message is ``CheckResult.report()``."""
+
+    def __init__(self, result: CheckResult):
+        super().__init__(result.report())
+        self.result = result
+
+
+def check(impl: Implementation, check_case: CheckCase, *, gradients: bool = True) -> CheckResult:
+    """Run ``impl`` on ``check_case`` and compare with the reference; never raises for the
+    implementation's own errors (they are recorded as failures)."""
+    folder = impl.source.parent if impl.source and impl.source.parent != DEFAULT_IMPLS_DIR else None
+    reason = impl.unavailable_reason(check_case.device)
+    if reason is None and check_case.torch_dtype not in impl.dtypes:
+        reason = f"does not support {check_case.dtype}"
+    if reason is not None:
+        return CheckResult(impl.name, check_case, skipped=reason, impls_dir=folder)
+    spec = check_case.case.spec()
+    failures = _check_forward(impl, check_case, spec)
+    if gradients and impl.autograd and not failures:
+        failures += _check_gradients(impl, check_case, spec)
+    return CheckResult(impl.name, check_case, tuple(failures), impls_dir=folder)
+
+
+class CheckSkipped(Exception):
+    """Raised by ``assert_matches_reference`` when the check could not run (the reason is the
+    message), so a caller can never take a skipped check for a passed one."""
+
+
+def assert_matches_reference(impl: Implementation, check_case: CheckCase) -> None:
+    result = check(impl, check_case)
+    if result.skipped:
+        raise CheckSkipped(f"{impl.name}: {result.skipped}")
+    if result.failures:
+        raise MismatchError(result)
+
+
+def _check_forward(impl: Implementation, check_case: CheckCase, spec) -> list[Failure]:
+    inputs = make_inputs(check_case, nan_pruned=True)
+    expected = _expected(check_case)
+    before = (inputs.x.clone(), inputs.weight.clone())
+    try:
+        with torch.no_grad():
+            got = impl(inputs.x, inputs.weight, spec)
+    except Exception as error:  # an implementation's crash is a finding, recorded with its type
+        return [Failure("error", f"{type(error).__name__}: {error}")]
+    failures = []
+    for label, original, now in (("x", before[0], inputs.x), ("weight", before[1], inputs.weight)):
+        if not bitwise_equal(original, now):
+            failures.append(Failure("mutated-input", f"the implementation modified its input {label}"))
+    failures += [Failure("values", problem) for problem in compare_with_reference(got, expected, check_case.torch_dtype)]
+    return failures
+
+
+@functools.lru_cache(maxsize=4)
+def _expected(check_case: CheckCase) -> Expected:
+    """The reference's answer for a check, computed once while several implementations are
+    checked on it in turn (the float64 reference of a real layer takes seconds)."""
+    inputs = make_inputs(check_case, nan_pruned=True)
+    exact = check_case.mode == "exact"
+    if exact:
+        _require_exact_case(inputs.x.double(), inputs.weight.double(), check_case.case.spec(), check_case)
+    return expected_result(inputs.x, inputs.weight, check_case.case.spec(), exact=exact)
+
+
+def _require_exact_case(x64: torch.Tensor, w64: torch.Tensor, spec, check_case: CheckCase) -> None:
+    """Exact mode is only exact while every partial sum stays below the dtype's integer limit."""
+    finite_w = torch.nan_to_num(w64, nan=0.0)
+    magnitude = max(float(b.max()) for b in reference_forward(x64.abs(), finite_w.abs(), spec))
+    if magnitude >= EXACT_LIMIT[check_case.torch_dtype]:
+        raise ValueError(f"case too large for exact mode: sums reach {magnitude:.3g}")
+
+
+def _check_gradients(impl: Implementation, check_case: CheckCase, spec) -> list[Failure]:
+    """Exact-arithmetic gradients: integer data and upstream gradients, finite pruned weights."""
+    exact = dataclasses.replace(check_case, mode="exact")
+    inputs = make_inputs(exact, nan_pruned=False)
+    x = inputs.x.detach().requires_grad_()
+    weight = inputs.weight.detach().requires_grad_()
+    x64 = inputs.x.detach().double().requires_grad_()
+    w64 = inputs.weight.detach().double().requires_grad_()
+    assert inputs.upstream is not None
+    upstream64 = [u.double() for u in inputs.upstream]
+    # Magnitudes of the gradient sums, to keep exact mode exact.
+    ax, aw = x64.detach().abs().requires_grad_(), w64.detach().abs().requires_grad_()
+    torch.autograd.backward(reference_forward(ax, aw, spec), [u.abs() for u in upstream64])
+    limit = max(float(ax.grad.max()), float(aw.grad.max()))
+    if limit >= EXACT_LIMIT[exact.torch_dtype]:
+        raise ValueError(f"case too large for exact gradients: sums reach {limit:.3g}")
+
+    torch.autograd.backward(reference_forward(x64, w64, spec), upstream64)
+    try:
+        torch.autograd.backward(impl(x, weight, spec), list(inputs.upstream))
+    except Exception as error:
+        return [Failure("error", f"backward: {type(error).__name__}: {error}")]
+    failures = []
+    for label, mine, theirs in (("x", x.grad, x64.grad), ("weight", weight.grad, w64.grad)):
+        if mine is None:
+            failures.append(Failure("gradient", f"no gradient reached {label}"))
+            continue
+        message = describe_mismatch(mine, theirs, None, exact.torch_dtype)
+        if message:
+            failures.append(Failure("gradient", f"d/d{label}: {message}"))
+    return failures

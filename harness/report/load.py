@@ -1,0 +1,127 @@
+"""Reading saved benchmark runs (pytest-benchmark JSON plus this project's ``sw`` keys) and
+naming them: a run's probed peaks belong to the run, so two runs of one machine with different
+peaks are two columns of the report, never one machine with two peaks."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.results import BenchmarkRow, ResultFormatError
+
+STATS = ("median", "iqr", "q1", "q3", "rounds")
+#: Two runs' peaks (FLOP/s or bytes/s) closer than this ratio are the same machine state.
+PEAKS_TOLERANCE = 1.10
+
+
+class ReportInputError(ValueError):
+    """A results file that cannot be reported on; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One saved benchmark JSON file."""
+
+    path: Path
+    data: dict
+
+    @property
+    def machine(self) -> dict:
+        return self.data["machine_info"]["sw"]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.machine["fingerprint"]
+
+    @property
+    def host(self) -> str:
+        return self.fingerprint.split(" / ")[0]
+
+    def peaks(self, device: str) -> dict:
+        """The roofline peaks for ``device`` in this run: CPU peaks, or the GPU's own (empty if not recorded)."""
+        if device == "cpu":
+            return self.machine.get("peaks") or {}
+        return (self.machine.get("gpu") or {}).get("peaks") or {}
+
+    def rows(self) -> list[tuple[BenchmarkRow, dict]]:
+        """Each layer benchmark's row with its timing statistics (model benchmarks excluded)."""
+        return [(BenchmarkRow.from_extra_info(b["extra_info"]), b["stats"]) for b in self.layer_benchmarks()]
+
+    def layer_benchmarks(self) -> list[dict]:
+        return [b for b in self.data["benchmarks"] if b["extra_info"].get("kind") != "model"]
+
+    def model_benchmarks(self) -> list[dict]:
+        return [b for b in self.data["benchmarks"] if b["extra_info"].get("kind") == "model"]
+
+
+def same_peaks(first: dict, second: dict, tolerance: float = PEAKS_TOLERANCE) -> bool:
+    """Whether two runs' peaks agree within ``tolerance`` (both missing counts as agreeing)."""
+    for key in ("gflops", "gbps"):
+        a, b = first.get(key), second.get(key)
+        if (a is None) != (b is None):
+            return False
+        if a is not None and not (a > 0 and b > 0 and math.exp(abs(math.log(a / b))) <= tolerance):
+            return False
+    return True
+
+
+def _require(mapping: object, key: str, path: Path, where: str) -> object:
+    if not isinstance(mapping, dict) or key not in mapping:
+        raise ReportInputError(f"{path}: {where} has no {key!r} key")
+    return mapping[key]
+
+
+def load_runs(paths: Iterable[Path | str]) -> list[Run]:
+    """Read and validate benchmark JSON files, in the order given."""
+    runs = []
+    for path in map(Path, paths):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ReportInputError(f"{path}: cannot read benchmark JSON: {error}") from None
+        info = _require(data, "machine_info", path, "the file")
+        if "sw" not in data or not isinstance(info, dict) or "sw" not in info:
+            raise ReportInputError(
+                f"{path}: not written by this project's benchmarks (no 'sw' key in the file or in machine_info);"
+                " produce it with `pytest --benchmark-only --benchmark-json=FILE` in this repository"
+            )
+        for key in ("fingerprint", "peaks", "software"):
+            _require(info["sw"], key, path, "machine_info.sw")
+        for key in ("command", "failures", "not_run"):
+            _require(data["sw"], key, path, "sw")
+        benchmarks = _require(data, "benchmarks", path, "the file")
+        for number, bench in enumerate(benchmarks if isinstance(benchmarks, list) else [None]):
+            where = f"benchmark {bench.get('name', number) if isinstance(bench, dict) else number!r}"
+            stats, extra = _require(bench, "stats", path, where), _require(bench, "extra_info", path, where)
+            for key in STATS:
+                if not isinstance(_require(stats, key, path, f"{where} stats"), (int, float)):
+                    raise ReportInputError(f"{path}: {where} stats {key!r} is not a number: {stats[key]!r}")
+            if isinstance(extra, dict) and extra.get("kind") == "model":
+                continue  # model benchmarks: read by the Table 7 section
+            try:
+                BenchmarkRow.from_extra_info(extra)
+            except ResultFormatError as error:
+                raise ReportInputError(f"{path}: {where}: {error}") from None
+        runs.append(Run(path, data))
+    return runs
+
+
+def run_labels(runs: Sequence[Run]) -> dict[Path, str]:
+    """A column label per run: the host name; the whole fingerprint if two machines share a host
+    name; and, where runs of one machine probed different peaks, the file's name beside it (those
+    runs are not one machine state and are never merged)."""
+    hosts = {}
+    for run in runs:
+        hosts.setdefault(run.host, set()).add(run.fingerprint)
+    labels = {}
+    for run in runs:
+        base = run.host if len(hosts[run.host]) == 1 else run.fingerprint
+        siblings = [other for other in runs if other.fingerprint == run.fingerprint]
+        differ = any(
+            not same_peaks(run.peaks(device), other.peaks(device)) for other in siblings for device in ("cpu", "cuda")
+        )
+        labels[run.path] = f"{base} [{run.path.stem}]" if differ else base
+    return labels
