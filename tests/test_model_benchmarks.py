@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.bench_plugin import DTYPES, record_failure
+from harness.bench_plugin import DTYPES
 from harness.cases import load_cases
 
 
@@ -28,6 +28,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     from harness.models.bench import SUITE, load_model_cases, model_runs
 
     config = metafunc.config
+    if not config.getoption("benchmark_only", False):  # a plain test run: nothing to build
+        reason = "model benchmarks run under pytest --benchmark-only"
+        metafunc.parametrize("model_run", [pytest.param(None, id="not-benchmarking", marks=pytest.mark.skip(reason=reason))])
+        return
     suites = _selected_suites(config)
     chosen = config.getoption("bench_device")
     devices = ("cpu", "cuda") if chosen == "all" else (chosen,)
@@ -46,20 +50,33 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     ])  # fmt: skip
 
 
+def _record_failure(request: pytest.FixtureRequest, run, error: BaseException) -> None:
+    """Into the JSON's ``sw.failures``, as the layer benchmarks record theirs."""
+    entry = {"computation": run.computation, "device": run.device, "case": run.case.name,
+             "error": f"{type(error).__name__}: {error}"}  # fmt: skip
+    try:
+        session = request.getfixturevalue("bench_session")
+    except pytest.FixtureLookupError:  # the plugin before its Session
+        from harness import bench_plugin
+
+        bench_plugin.record_failure(request.config, SimpleNamespace(name=run.computation), run.device, run.case, error)
+        return
+    session.failures.append(entry)
+
+
 def test_model_throughput(benchmark, model_run, request):
     from harness.models.bench import ModelMismatch, prepare
 
     config = request.config
     dtype = DTYPES[config.getoption("bench_dtype")]
-    computation = SimpleNamespace(name=model_run.computation)
     mismatch = None
     try:
         prepared = prepare(model_run, dtype)
     except ModelMismatch as error:  # recorded in the JSON; the other networks go on
-        record_failure(config, computation, model_run.device, model_run.case, error)
+        _record_failure(request, model_run, error)
         mismatch = str(error)
     except Exception as error:
-        record_failure(config, computation, model_run.device, model_run.case, error)
+        _record_failure(request, model_run, error)
         raise
     assert mismatch is None, f"wrong result, not timed: {mismatch}"
     benchmark.group = f"models/{model_run.case.name}"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import os
 import time
 import tomllib
@@ -37,7 +38,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from harness.cases import DEFAULT_CASES_DIR, CASE_TIERS, in_tier
-from harness.models.layers import REFERENCE, ShiftwiseConv2d, available_implementations, set_impl
+from harness.models.layers import REFERENCE, ShiftwiseConv2d, available_implementations
 from harness.models.networks import NETWORKS, build_network, make_rep, network_info, sw_layers
 from harness.reference import error_bound, reference_forward
 
@@ -187,29 +188,54 @@ def _sw_modules(net: nn.Module) -> list[ShiftwiseConv2d]:
     return [m for m in net.modules() if isinstance(m, ShiftwiseConv2d)]
 
 
+@dataclass(frozen=True)
+class ReferenceRecord:
+    """What the reference-path network computed in float64 on one input: its logits and, per SW
+    layer, the layer's SW input, its three branches and their error bounds."""
+
+    x: torch.Tensor
+    logits: torch.Tensor
+    layers: tuple[tuple[torch.Tensor, tuple, tuple], ...]
+
+
 @torch.no_grad()
-def verify_network(net: nn.Module, reference: nn.Module, x: torch.Tensor) -> str:
-    """Compare ``net`` with ``reference`` (the same weights on the reference path) in float64:
-    each SW layer within ``error_bound``, the logits within ``END_TO_END_RTOL`` (module doc).
-    Returns what was checked; raises ModelMismatch naming the first disagreement."""
-    net, reference, x = net.double(), reference.double(), x.double()
+def reference_record(reference: nn.Module, x: torch.Tensor) -> ReferenceRecord:
+    """Run ``reference`` (a network on the reference path) in float64 on ``x`` and keep, per SW
+    layer, its input, its branches and their ``error_bound``."""
+    reference, x = reference.double(), x.double()
     captured: dict[int, torch.Tensor] = {}
-    ref_layers, layers = _sw_modules(reference), _sw_modules(net)
-    if layers and len(ref_layers) != len(layers):
-        raise ModelMismatch(f"network has {len(layers)} SW layers, its reference {len(ref_layers)}")
+    ref_layers = _sw_modules(reference)
     hooks = [m.register_forward_pre_hook(lambda mod, args, i=i: captured.__setitem__(i, args[0]))
              for i, m in enumerate(ref_layers)]  # fmt: skip
     try:
-        expected = reference(x)
+        logits = reference(x)
     finally:
         for hook in hooks:
             hook.remove()
-    for index, (layer, ref_layer) in enumerate(zip(layers, ref_layers)):
-        rep_in = captured[index].index_select(1, layer.rep)
-        weight = layer.small_weight()
-        got = torch.ops.sw.shiftwise(rep_in, weight, layer.spec_key, layer.impl if layer.impl != "auto" else REFERENCE)
-        want = reference_forward(rep_in, weight, layer.spec)
-        bound = error_bound(rep_in, weight, layer.spec, torch.float64)
+    if not torch.isfinite(logits).all():
+        raise ModelMismatch("the reference-path network's logits are not finite")
+    layers = []
+    for index, layer in enumerate(ref_layers):
+        rep_in, weight = captured[index].index_select(1, layer.rep), layer.small_weight()
+        want = tuple(reference_forward(rep_in, weight, layer.spec))
+        layers.append((rep_in, want, tuple(error_bound(rep_in, weight, layer.spec, torch.float64))))
+    return ReferenceRecord(x, logits, tuple(layers))
+
+
+@torch.no_grad()
+def verify_network(net: nn.Module, reference: nn.Module | ReferenceRecord, x: torch.Tensor | None = None) -> str:
+    """Compare ``net`` with ``reference`` (the same weights on the reference path, or its
+    ``reference_record``) in float64: each SW layer within ``error_bound``, the logits within
+    ``END_TO_END_RTOL`` (module doc). Returns what was checked; raises ModelMismatch naming the
+    first disagreement."""
+    record = reference if isinstance(reference, ReferenceRecord) else reference_record(reference, x)
+    net = net.double()
+    layers = _sw_modules(net)
+    if layers and len(record.layers) != len(layers):
+        raise ModelMismatch(f"network has {len(layers)} SW layers, its reference {len(record.layers)}")
+    for index, (layer, (rep_in, want, bound)) in enumerate(zip(layers, record.layers)):
+        impl = layer.impl if layer.impl != "auto" else REFERENCE
+        got = torch.ops.sw.shiftwise(rep_in, layer.small_weight(), layer.spec_key, impl)
         for branch, g, w, b in zip("hvi", got, want, bound):
             excess = (g - w).abs() - b
             if not bool((excess <= 0).all()):
@@ -217,15 +243,28 @@ def verify_network(net: nn.Module, reference: nn.Module, x: torch.Tensor) -> str
                     f"SW layer {index} ({layer.extra_repr()}), branch {branch}: |got - reference| exceeds the "
                     f"float64 error bound by up to {excess.max().item():.3g} (max |reference| {w.abs().max().item():.3g})"
                 )
-    got = net(x)
-    if not torch.isfinite(expected).all():
-        raise ModelMismatch("the reference-path network's logits are not finite")
-    tolerance = END_TO_END_RTOL * expected.abs().max().item()
-    error = (got - expected).abs().max().item()
+    memory_format = getattr(net, "memory_format", torch.contiguous_format)
+    got = net(record.x.contiguous(memory_format=memory_format))
+    tolerance = END_TO_END_RTOL * record.logits.abs().max().item()
+    error = (got - record.logits).abs().max().item()
     if not error <= tolerance:
         raise ModelMismatch(f"logits differ from the reference-path network's by {error:.3g} > tolerance {tolerance:.3g}")
     per_layer = f"{len(layers)} SW layers within the error bound" if layers else "merged form (no SW layers to check one by one)"
     return f"float64: {per_layer}, logits within {END_TO_END_RTOL:g} relative of the reference path (max diff {error:.2g})"
+
+
+def _case_reference(case: ModelCase, device: str) -> ReferenceRecord:
+    """The reference-path record of ``case``'s SW network (the unmerged network on the reference
+    path, one image), shared by every implementation and by the "_rep" form: they all build the
+    same weights from the case's seed (the batch does not enter)."""
+    base = dataclasses.replace(case, name="reference", network=case.network.removesuffix("_rep"), batch=1, rounds=1, tier="check")
+    return _reference_of(base, device)
+
+
+@functools.lru_cache(maxsize=1)
+def _reference_of(case: ModelCase, device: str) -> ReferenceRecord:
+    reference = build_for_benchmark(case, REFERENCE, device).to(memory_format=torch.contiguous_format)
+    return reference_record(reference, _input(case, 1, torch.float64, device, torch.contiguous_format))
 
 
 # ----------------------------------------------------------------------------- figures
@@ -286,15 +325,8 @@ def prepare(run: ModelRun, dtype: torch.dtype = torch.float32) -> PreparedModel:
     info = network_info(case.network)
     net = build_for_benchmark(case, run.implementation, device)
     memory_format = getattr(net, "memory_format", torch.contiguous_format)
-    if info.family == "sw":
-        reference = copy.deepcopy(net)
-        if info.rep:  # the merged form against the unmerged network on the reference path
-            base = dataclasses.replace(case, network=case.network.removesuffix("_rep"))
-            reference = build_for_benchmark(base, REFERENCE, device)
-        else:
-            set_impl(reference, REFERENCE)
-        verified = verify_network(copy.deepcopy(net), reference, _input(case, 1, torch.float64, device, memory_format))
-        del reference
+    if info.family == "sw":  # the merged form too, against the unmerged network on the reference path
+        verified = verify_network(copy.deepcopy(net), _case_reference(case, device))
     else:
         verified = "no SW layers: a peer network, not compared"
     net = net.to(dtype)
@@ -325,6 +357,7 @@ def prepare(run: ModelRun, dtype: torch.dtype = torch.float32) -> PreparedModel:
 
 __all__ = [
     "END_TO_END_RTOL", "ModelCase", "ModelMismatch", "ModelRun", "PreparedModel", "build_for_benchmark", "count_flops",
-    "load_model_cases", "load_model_suite", "model_runs", "prepare", "randomize_for_check", "sw_time_share",
+    "ReferenceRecord", "load_model_cases", "load_model_suite", "model_runs", "prepare", "randomize_for_check",
+    "reference_record", "sw_time_share",
     "verify_network", "NETWORKS",
 ]  # fmt: skip
