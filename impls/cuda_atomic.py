@@ -83,8 +83,11 @@ def shift_add(y: torch.Tensor, spec: ShiftwiseSpec) -> Branches:
 
 
 def traffic(spec: ShiftwiseSpec, shape, itemsize: int) -> int:
-    """Compulsory bytes, plus: the conv output y written once and read once (active kernels),
-    the outputs zero-filled before the scatter, and a read-modify-write per atomic move."""
+    """Bytes moved: compulsory bytes, plus the conv output y written once and read once (active
+    kernels) and the outputs zero-filled before the scatter (DRAM traffic), plus a read and a
+    write of an output per atomic move, which is L2 traffic (``atomic_l2_bytes``), not DRAM:
+    the kernels report subtracts it from the DRAM bound. (When the outputs do not fit in L2,
+    SW-tiny stage 1 at batch 64 with 144 MB of outputs, some of it reaches DRAM as well.)"""
     y_elements = conv_output_elements(spec, shape)
     active_y_elements = y_elements // spec.active.size * int(spec.active.sum())
     batch, channels, height, width = shape
@@ -92,8 +95,27 @@ def traffic(spec: ShiftwiseSpec, shape, itemsize: int) -> int:
         compulsory_bytes(spec, shape, itemsize)
         + itemsize * (y_elements + active_y_elements)
         + itemsize * 3 * batch * channels * height * width
-        + itemsize * 2 * scatter_moves(spec, shape)
+        + atomic_l2_bytes(spec, shape, itemsize)
     )
+
+
+def atomic_l2_bytes(spec: ShiftwiseSpec, shape, itemsize: int) -> int:
+    """L2 traffic of the scatter's atomics: a read and a write of an output per move."""
+    return itemsize * 2 * scatter_moves(spec, shape)
+
+
+def kernel_figures(arch: str) -> list:
+    """ptxas and SASS figures of every kernel; the float32 scatter's launch on each SW-tiny
+    stage (one thread per conv-output element, one RED per in-map move)."""
+    from harness.cudac.figures import Launch, figures_of, stages
+
+    launches = []
+    for case, spec, shape in stages():
+        elements = conv_output_elements(spec, shape)
+        launches.append(Launch(case, -(-elements // BLOCK), (BLOCK,), 0, 0, scatter_moves(spec, shape),
+                               l2_bytes=atomic_l2_bytes(spec, shape, 4)))  # fmt: skip
+    compiled = cudac.compile_cuda(cudac.CudaSource.read(KERNEL_SOURCE), arch)
+    return figures_of(compiled, {"sw_scatter_f32": launches})
 
 
 IMPLEMENTATION = Implementation(
@@ -106,5 +128,5 @@ IMPLEMENTATION = Implementation(
     autograd=True,
     description="the paper's scatter kernel: one thread per conv-output element, atomicAdd into up to 2E+1 outputs",
     traffic=traffic,
-    kernel_figures=lambda arch: cudac.source_figures(KERNEL_SOURCE, arch),
+    kernel_figures=kernel_figures,
 )

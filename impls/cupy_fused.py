@@ -17,13 +17,12 @@ import numpy as np
 import torch
 
 from harness import Branches, Computes, Execution, Implementation, ShiftwiseSpec, compulsory_bytes, cudac, move_tables
+from harness.cudac import launch as plumbing
 
 KERNEL_SOURCE = Path(__file__).with_suffix(".cu")
 BLOCK = 128
 #: Dynamic shared memory per block without opting in to more (sm_80, sm_90).
-SHARED_LIMIT = 48 * 1024
-_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
-_NUMPY_SCALAR = {"int": np.int32, "long long": np.int64, "float": np.float32, "double": np.float64}
+SHARED_LIMIT = plumbing.SHARED_LIMIT
 
 
 def _rows_shared_bytes(spec: ShiftwiseSpec, width: int, staged: int, moves: int, itemsize: int) -> int:
@@ -46,14 +45,13 @@ def launch_plan(spec: ShiftwiseSpec, shape, itemsize: int) -> dict:
     rows_bytes = _rows_shared_bytes(spec, width, tables.rows.shape[1], tables.row_moves.shape[1], itemsize)
     if rows_bytes > SHARED_LIMIT:
         raise ValueError(f"cupy_fused: a {width}-wide row needs {rows_bytes} bytes of shared memory, over {SHARED_LIMIT}")
-    for tile in (32, 16, 8, 4, 2, 1):
-        columns_bytes = _columns_shared_bytes(
-            spec, height, tables.columns.shape[1], tables.column_moves.shape[1], tile, itemsize
-        )
-        if columns_bytes <= SHARED_LIMIT:
-            break
-    else:
-        raise ValueError(f"cupy_fused: a {height}-high column needs {columns_bytes} bytes of shared memory, over {SHARED_LIMIT}")
+    def columns_bytes_of(tile: int) -> int:
+        return _columns_shared_bytes(spec, height, tables.columns.shape[1], tables.column_moves.shape[1], tile, itemsize)
+
+    tile = plumbing.widest_tile(columns_bytes_of)
+    if tile is None:
+        raise ValueError(f"cupy_fused: a {height}-high column needs {columns_bytes_of(1)} bytes of shared memory, over {SHARED_LIMIT}")
+    columns_bytes = columns_bytes_of(tile)
     return {
         "rows": ((batch * channels * height,), (min(BLOCK, 32 * -(-width // 32)),), rows_bytes),
         "columns": ((batch * channels * -(-width // tile),), (BLOCK,), columns_bytes),
@@ -61,60 +59,17 @@ def launch_plan(spec: ShiftwiseSpec, shape, itemsize: int) -> dict:
     }
 
 
-@functools.lru_cache(maxsize=64)
-def _device_tables(spec: ShiftwiseSpec, height: int, width: int, device: torch.device):
-    tables = move_tables(spec, height, width)
-    arrays = (tables.rows, tables.row_moves, tables.identity, tables.columns, tables.column_moves)
-    return tuple(torch.tensor(a, device=device).contiguous() for a in arrays)
-
-
-@functools.lru_cache(maxsize=None)
-def _cupy_module(device_index: int):
-    import cupy
-
-    with cupy.cuda.Device(device_index):
-        return cupy.RawModule(code=KERNEL_SOURCE.read_text(), options=("-std=c++17",))
-
-
-def _launcher(device: torch.device):
-    """``launch(kernel, grid, block, *args, shared_bytes=)`` for the device: the host build on
-    the CPU, CuPy on a GPU (torch's current stream, DLPack views of the tensors)."""
-    if device.type == "cpu":
-        module = cudac.load_module(KERNEL_SOURCE, device)
-
-        def launch(kernel, grid, block, *args, shared_bytes):
-            module.launch(kernel, grid, block, *(a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args),
-                          shared_bytes=shared_bytes)  # fmt: skip
-
-        return launch
-
-    import cupy
-
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    module = _cupy_module(index)
-    signatures = cudac.CudaSource.read(KERNEL_SOURCE).kernels
-
-    def launch(kernel, grid, block, *args, shared_bytes):
-        params = signatures[kernel].params
-        # Views are taken inside the stream context: DLPack then orders them on torch's stream.
-        with cupy.cuda.Device(index), cupy.cuda.ExternalStream(torch.cuda.current_stream(index).cuda_stream):
-            packed = [
-                cupy.from_dlpack(a) if isinstance(a, torch.Tensor) else _NUMPY_SCALAR[p.ctype](a)
-                for p, a in zip(params, args)
-            ]
-            module.get_function(kernel)(grid, block, tuple(packed), shared_mem=shared_bytes)
-
-    return launch
-
-
 def forward(x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec) -> Branches:
     x, weight = x.contiguous(), weight.contiguous()
     batch, channels, height, width = x.shape
     plan = launch_plan(spec, x.shape, x.element_size())
-    rows, row_moves, identity, columns, column_moves = _device_tables(spec, height, width, x.device)
+    tables = plumbing.device_move_tables(spec, height, width, x.device)
+    rows, row_moves, identity, columns, column_moves = (
+        tables[name] for name in ("rows", "row_moves", "identity", "columns", "column_moves")
+    )
     out_h, out_v, out_i = (torch.empty_like(x) for _ in range(3))
-    launch = _launcher(x.device)
-    suffix = _SUFFIX[x.dtype]
+    launch = plumbing.cupy_launcher(KERNEL_SOURCE, x.device)
+    suffix = plumbing.dtype_suffix(x.dtype)
     sizes = (channels, height, width, spec.nk, spec.small_kernel)
     grid, block, shared = plan["rows"]
     launch(
@@ -161,6 +116,36 @@ def _execution(device: torch.device) -> Execution:
     return Execution(mode, cudac.unavailable_reason(KERNEL_SOURCE, device))
 
 
+def executed_work(spec: ShiftwiseSpec, shape) -> dict[str, tuple[int, int]]:
+    """(multiply-adds, additions) of each kernel: the rows kernel computes each staged y row
+    once per output row and the identity conv per output, the columns kernel each staged y
+    column over the full height; every in-map move is one addition."""
+    batch, channels, height, width = shape
+    k, e = spec.small_kernel, spec.extra_pad
+    tables = move_tables(spec, height, width)
+    identity = int((tables.identity >= 0).sum())
+    horizontal, vertical, identity_moves = plumbing.branch_moves(spec, height, width)
+    rows_fma = batch * height * k * k * (tables.staged_rows * (width + 2 * e) + identity * width)
+    rows_adds = batch * (horizontal + identity_moves)
+    columns_fma = batch * k * k * tables.staged_columns * (height + 2 * e) * width
+    columns_adds = batch * vertical
+    return {"sw_fused_rows_f32": (rows_fma, rows_adds), "sw_fused_columns_f32": (columns_fma, columns_adds)}
+
+
+def kernel_figures(arch: str) -> list:
+    """ptxas and SASS figures of every kernel, with the float32 kernels' launches on each
+    SW-tiny stage."""
+    from harness.cudac.figures import Launch, figures_of, stages
+
+    launches: dict[str, list] = {}
+    for case, spec, shape in stages():
+        plan, work = launch_plan(spec, shape, 4), executed_work(spec, shape)
+        for kernel, key in (("sw_fused_rows_f32", "rows"), ("sw_fused_columns_f32", "columns")):
+            (grid,), block, shared = plan[key]
+            launches.setdefault(kernel, []).append(Launch(case, grid, block, shared, *work[kernel]))
+    return figures_of(cudac.compile_cuda(cudac.CudaSource.read(KERNEL_SOURCE), arch), launches)
+
+
 IMPLEMENTATION = Implementation(
     name="cupy_fused",
     fn=forward,
@@ -170,5 +155,5 @@ IMPLEMENTATION = Implementation(
     description="small conv fused with the shift-and-add in shared memory: the conv output never reaches memory",
     execution=_execution,
     traffic=traffic,
-    kernel_figures=lambda arch: cudac.source_figures(KERNEL_SOURCE, arch),
+    kernel_figures=kernel_figures,
 )

@@ -28,13 +28,14 @@ import numpy as np
 import torch
 
 from harness import Branches, Computes, Execution, Implementation, ShiftwiseSpec, compulsory_bytes, conv_output_elements, move_tables
+from harness.cudac import launch as plumbing
 
 SIMULATOR_ENV = "NUMBA_ENABLE_CUDASIM"
 cuda = None  # numba.cuda, bound by _kernels() on first use
 #: Threads per block; rows and column tiles loop when they are longer.
 BLOCK = 128
 #: Shared memory one block may use (the default per-block limit on sm_80 and sm_90).
-SHARED_LIMIT = 48 * 1024
+SHARED_LIMIT = plumbing.SHARED_LIMIT
 
 
 def _simulated() -> bool:
@@ -48,9 +49,12 @@ def _kernels(dtype_name: str):
     # global swapped for its fake module. Bound on first use, so importing this file (as
     # discovery does) neither imports numba nor fixes simulator-or-not for the process.
     global cuda
-    from numba import cuda, float32, float64
+    from numba import cuda, float32, float64, int32, uint32
 
     scalar = {"float32": float32, "float64": float64}[dtype_name]
+    # Shared memory: the channel's moves as int32 (padded to 8 bytes), then the staged y of
+    # `scalar`; both dynamic arrays alias the launch's shared memory.
+    per_int = {"float32": 1, "float64": 2}[dtype_name]  # int32 slots per scalar
 
     @cuda.jit
     def rows_kernel(y, out_h, out_i, rows, moves, identity, extra_pad):
@@ -58,28 +62,35 @@ def _kernels(dtype_name: str):
         # moves: (C, Mh, 2) (shared row, shift), -1 padded; identity: (C, E) flat kernel or -1.
         batch, channels, height, width = out_h.shape
         nk = y.shape[1] // channels
-        wy = y.shape[3]
+        wy = int32(y.shape[3])
         block = cuda.blockIdx.x
         i = block % height
         c = (block // height) % channels
         b = block // (height * channels)
+        tid, threads = cuda.threadIdx.x, cuda.blockDim.x
+        table = cuda.shared.array(0, dtype=int32)
         staged = cuda.shared.array(0, dtype=scalar)
+        n_moves = int32(moves.shape[1])
+        base = int32((2 * n_moves + 1) // 2 * 2 // per_int)  # first staged scalar
+        for t in range(tid, 2 * n_moves, threads):
+            table[uint32(t)] = moves[c, t // 2, t % 2]
         for r in range(rows.shape[1]):
             j = rows[c, r]
             if j < 0:
                 break
-            for q in range(cuda.threadIdx.x, wy, cuda.blockDim.x):
-                staged[r * wy + q] = y[b, c * nk + j, i + extra_pad, q]
+            for q in range(tid, wy, threads):
+                staged[uint32(base + r * wy + q)] = y[b, c * nk + j, i + extra_pad, q]
         cuda.syncthreads()
-        for x in range(cuda.threadIdx.x, width, cuda.blockDim.x):
+        for x in range(tid, width, threads):
+            xi = int32(x)
             acc = scalar(0)
-            for m in range(moves.shape[1]):
-                r = moves[c, m, 0]
+            for m in range(n_moves):
+                r = table[uint32(2 * m)]
                 if r < 0:
                     break
-                q = x - moves[c, m, 1]
-                if q >= 0 and q < wy:
-                    acc += staged[r * wy + q]
+                q = int32(xi - table[uint32(2 * m + 1)])  # Oh[i, x] reads y[i + e, x - s]
+                if uint32(q) < uint32(wy):
+                    acc += staged[uint32(base + r * wy + q)]
             out_h[b, c, i, x] = acc
             acc = scalar(0)
             for g in range(identity.shape[1]):
@@ -93,55 +104,80 @@ def _kernels(dtype_name: str):
         # One block per (b, c, tile of `tile` output columns); staged[r, a, t] = y[.., a, x0 + t + e].
         batch, channels, height, width = out_v.shape
         nk = y.shape[1] // channels
-        hy = y.shape[2]
+        hy = int32(y.shape[2])
         tiles = (width + tile - 1) // tile
         block = cuda.blockIdx.x
         x0 = (block % tiles) * tile
         c = (block // tiles) % channels
         b = block // (tiles * channels)
+        tid, threads = cuda.threadIdx.x, cuda.blockDim.x
+        table = cuda.shared.array(0, dtype=int32)
         staged = cuda.shared.array(0, dtype=scalar)
-        span = min(tile, width - x0)
+        n_moves = int32(moves.shape[1])
+        base = int32((2 * n_moves + 1) // 2 * 2 // per_int)
+        span = int32(min(tile, width - x0))
+        tile32 = int32(tile)
+        for t in range(tid, 2 * n_moves, threads):
+            table[uint32(t)] = moves[c, t // 2, t % 2]
         for r in range(columns.shape[1]):
             j = columns[c, r]
             if j < 0:
                 break
-            for flat in range(cuda.threadIdx.x, hy * span, cuda.blockDim.x):
-                a = flat // span
-                t = flat % span
-                staged[(r * hy + a) * tile + t] = y[b, c * nk + j, a, x0 + t + extra_pad]
+            for flat in range(tid, hy * span, threads):
+                a = int32(flat // span)
+                t = int32(flat - a * span)
+                staged[uint32(base + (r * hy + a) * tile32 + t)] = y[b, c * nk + j, a, x0 + t + extra_pad]
         cuda.syncthreads()
-        for flat in range(cuda.threadIdx.x, height * span, cuda.blockDim.x):
-            i = flat // span
-            t = flat % span
+        for flat in range(tid, height * span, threads):
+            i = int32(flat // span)
+            t = int32(flat - i * span)
             acc = scalar(0)
-            for m in range(moves.shape[1]):
-                r = moves[c, m, 0]
+            for m in range(n_moves):
+                r = table[uint32(2 * m)]
                 if r < 0:
                     break
-                a = i - moves[c, m, 1]
-                if a >= 0 and a < hy:
-                    acc += staged[(r * hy + a) * tile + t]
+                a = int32(i - table[uint32(2 * m + 1)])  # Ov[i, x] reads y[i - s, x + e]
+                if uint32(a) < uint32(hy):
+                    acc += staged[uint32(base + (r * hy + a) * tile32 + t)]
             out_v[b, c, i, x0 + t] = acc
 
     return rows_kernel, columns_kernel
 
 
-@functools.lru_cache(maxsize=64)
-def _device_tables(spec: ShiftwiseSpec, height: int, width: int, device: torch.device):
-    """The move tables as tensors on ``device``, made once per (spec, map size, device)."""
-    tables = move_tables(spec, height, width)
-    arrays = (tables.rows, tables.row_moves, tables.columns, tables.column_moves, tables.identity)
-    return tuple(torch.tensor(a, device=device).contiguous() for a in arrays)
+def _table_bytes(moves: int) -> int:
+    """The int32 moves staged before the rows/columns, padded to 8 bytes."""
+    return 4 * -(-2 * moves // 2) * 2
 
 
-def _column_tile(staged_kernels: int, hy: int, itemsize: int) -> int:
+def _column_tile(staged_kernels: int, hy: int, itemsize: int, moves: int = 0) -> int:
     """Widest tile (<= 32 columns, a power of two) whose staged columns fit in shared memory."""
-    for tile in (32, 16, 8, 4, 2, 1):
-        if max(1, staged_kernels) * hy * tile * itemsize <= SHARED_LIMIT:
-            return tile
-    raise ValueError(
-        f"numba_shared: {staged_kernels} staged columns of height {hy} exceed {SHARED_LIMIT} bytes of shared memory"
-    )
+    tile = plumbing.widest_tile(lambda tile: _table_bytes(moves) + max(1, staged_kernels) * hy * tile * itemsize)
+    if tile is None:
+        raise ValueError(
+            f"numba_shared: {staged_kernels} staged columns of height {hy} exceed {SHARED_LIMIT} bytes of shared memory"
+        )
+    return tile
+
+
+def launch_plan(spec: ShiftwiseSpec, shape, itemsize: int) -> dict:
+    """Grid, block and dynamic shared memory of both kernels for input ``shape``, and the
+    column tile; a ValueError when a row does not fit in shared memory."""
+    batch, channels, height, width = shape
+    e = spec.extra_pad
+    hy, wy = height + 2 * e, width + 2 * e
+    tables = move_tables(spec, height, width)
+    rows_bytes = _table_bytes(tables.row_moves.shape[1]) + tables.rows.shape[1] * wy * itemsize
+    if rows_bytes > SHARED_LIMIT:
+        raise ValueError(
+            f"numba_shared: {tables.rows.shape[1]} staged rows of width {wy} exceed {SHARED_LIMIT} bytes of shared memory"
+        )
+    tile = _column_tile(tables.columns.shape[1], hy, itemsize, tables.column_moves.shape[1])
+    columns_bytes = _table_bytes(tables.column_moves.shape[1]) + tables.columns.shape[1] * hy * tile * itemsize
+    return {
+        "rows": (batch * channels * height, min(BLOCK, 32 * -(-width // 32)), rows_bytes),
+        "columns": (batch * channels * -(-width // tile), min(BLOCK, 32 * -(-(height * tile) // 32)), columns_bytes),
+        "tile": tile,
+    }
 
 
 def shift_add(y: torch.Tensor, spec: ShiftwiseSpec) -> Branches:
@@ -151,13 +187,7 @@ def shift_add(y: torch.Tensor, spec: ShiftwiseSpec) -> Branches:
     e = spec.extra_pad
     batch, _, hy, wy = y.shape
     height, width = hy - 2 * e, wy - 2 * e
-    tables = move_tables(spec, height, width)
-    itemsize = y.element_size()
-    if tables.rows.shape[1] * wy * itemsize > SHARED_LIMIT:
-        raise ValueError(
-            f"numba_shared: {tables.rows.shape[1]} staged rows of width {wy} exceed {SHARED_LIMIT} bytes of shared memory"
-        )
-    tile = _column_tile(tables.columns.shape[1], hy, itemsize)
+    plan = launch_plan(spec, (batch, spec.channels, height, width), y.element_size())
     out_h, out_v, out_i = (y.new_empty(batch, spec.channels, height, width) for _ in range(3))
 
     if _simulated():  # the simulator works on host arrays: zero-copy numpy views of CPU tensors
@@ -166,17 +196,16 @@ def shift_add(y: torch.Tensor, spec: ShiftwiseSpec) -> Branches:
     else:
         view = cuda.as_cuda_array
         stream = cuda.external_stream(torch.cuda.current_stream(y.device).cuda_stream)
-    rows, row_moves, columns, column_moves, identity = _device_tables(spec, height, width, y.device)
+    tables = plumbing.device_move_tables(spec, height, width, y.device)
 
     rows_kernel, columns_kernel = _kernels(str(y.dtype).removeprefix("torch."))
-    threads = min(BLOCK, 32 * -(-width // 32))
-    rows_kernel[batch * spec.channels * height, threads, stream, rows.shape[1] * wy * itemsize](
-        view(y), view(out_h), view(out_i), view(rows), view(row_moves), view(identity), e
+    grid, threads, shared = plan["rows"]
+    rows_kernel[grid, threads, stream, shared](
+        view(y), view(out_h), view(out_i), view(tables["rows"]), view(tables["row_moves"]), view(tables["identity"]), e
     )
-    tiles = -(-width // tile)
-    threads = min(BLOCK, 32 * -(-(height * tile) // 32))
-    columns_kernel[batch * spec.channels * tiles, threads, stream, columns.shape[1] * hy * tile * itemsize](
-        view(y), view(out_v), view(columns), view(column_moves), e, tile
+    grid, threads, shared = plan["columns"]
+    columns_kernel[grid, threads, stream, shared](
+        view(y), view(out_v), view(tables["columns"]), view(tables["column_moves"]), e, plan["tile"]
     )
     return Branches(out_h, out_v, out_i)
 
@@ -195,7 +224,31 @@ def _execution(device: torch.device) -> Execution:
         return Execution(mode, reason, emulated)
     if device.type == "cuda" and _simulated():
         return Execution(mode, f"{SIMULATOR_ENV}=1: this process runs Numba's CUDA simulator, not the GPU", emulated)
+    if device.type == "cuda":
+        return Execution(mode, _nvjitlink_missing(), emulated)
     return Execution(mode, None, emulated)
+
+
+def _nvjitlink_missing() -> str | None:
+    """Why kernels could not be linked here, or None. NVVM from the nvidia-nvvm wheel emits PTX
+    of its own (newer) ISA, which an older driver refuses to JIT ("unsupported PTX version");
+    with nvJitLink at least as new as NVVM, numba-cuda links kernels to a cubin itself (LTO)
+    and the driver only loads machine code."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        from cuda.bindings import nvjitlink
+
+        linker = nvjitlink.version()
+    except Exception as error:  # missing wheel or library
+        return f"nvJitLink is not usable ({type(error).__name__}: {error}); install nvidia-nvjitlink at nvidia-nvvm's version"
+    try:
+        nvvm = tuple(int(p) for p in version("nvidia-nvvm").split(".")[:2])
+    except PackageNotFoundError:
+        return None  # NVVM from a CUDA toolkit: its own nvJitLink matches
+    if tuple(linker[:2]) < nvvm:
+        return f"nvJitLink {linker[0]}.{linker[1]} is older than NVVM {nvvm[0]}.{nvvm[1]}; install nvidia-nvjitlink>={nvvm[0]}.{nvvm[1]}"
+    return None
 
 
 def traffic(spec: ShiftwiseSpec, shape, itemsize: int) -> int:
@@ -214,14 +267,17 @@ def traffic(spec: ShiftwiseSpec, shape, itemsize: int) -> int:
 
 
 def kernel_figures(arch: str):
-    """ptxas figures of both kernels (float32): PTX from ``numba.cuda.compile_ptx`` (NVVM from
-    the nvidia-nvvm wheel), assembled by ptxas from the nvidia-cuda-nvcc wheel."""
+    """ptxas and SASS figures of both kernels (float32), with their launches on each SW-tiny
+    stage: PTX from ``numba.cuda.compile_ptx`` (NVVM from the nvidia-nvvm wheel), assembled by
+    ptxas from the nvidia-cuda-nvcc wheel, disassembled by nvdisasm."""
     if _simulated():
         raise RuntimeError("kernel figures need real Numba CUDA compilation, not the simulator")
     from cuda.pathfinder import find_nvidia_binary_utility
     from numba import cuda
 
     from harness.cudac import parse_ptxas_log
+    from harness.cudac.figures import Launch, stages, with_sass
+    from harness.cudac.sass import kernel_sass
 
     ptxas = find_nvidia_binary_utility("ptxas")
     if ptxas is None:
@@ -233,20 +289,27 @@ def kernel_figures(arch: str):
         "rows_kernel": f"(float32[:, :, :, ::1], float32[:, :, :, ::1], float32[:, :, :, ::1], {index}, int32[:, :, ::1], {index}, int64)",
         "columns_kernel": f"(float32[:, :, :, ::1], float32[:, :, :, ::1], {index}, int32[:, :, ::1], int64, int64)",
     }
+    launches = {"rows_kernel": [], "columns_kernel": []}
+    for case, spec, shape in stages():
+        plan = launch_plan(spec, shape, 4)
+        horizontal, vertical, identity = plumbing.branch_moves(spec, shape[2], shape[3])
+        for name, adds in (("rows_kernel", horizontal + identity), ("columns_kernel", vertical)):
+            grid, threads, shared = plan[name.removesuffix("_kernel")]
+            launches[name].append(Launch(case, grid, (threads,), shared, 0, shape[0] * adds))
     figures = []
     for name, kernel in (("rows_kernel", rows_kernel), ("columns_kernel", columns_kernel)):
         ptx, _ = cuda.compile_ptx(kernel.py_func, signatures[name], cc=cc)
         with tempfile.TemporaryDirectory() as scratch:
-            path = Path(scratch) / f"{name}.ptx"
+            path, cubin = Path(scratch) / f"{name}.ptx", Path(scratch) / "out.cubin"
             path.write_text(ptx)
-            done = subprocess.run(
-                [ptxas, f"-arch={arch}", "-v", str(path), "-o", str(Path(scratch) / "out.cubin")],
-                capture_output=True, text=True,
-            )  # fmt: skip
-        if done.returncode != 0:
-            raise RuntimeError(f"ptxas failed on {name} for {arch}:\n{done.stderr}")
+            done = subprocess.run([ptxas, f"-arch={arch}", "-v", str(path), "-o", str(cubin)], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"ptxas failed on {name} for {arch}:\n{done.stderr}")
+            code = cubin.read_bytes()
         (entry,) = parse_ptxas_log(done.stdout + done.stderr, arch).values()
-        figures.append(entry.__class__(**{**vars(entry), "kernel": name}))
+        (sass,) = kernel_sass(code).values()
+        ptxas_figures = entry.__class__(**{**vars(entry), "kernel": name})
+        figures.append(with_sass(ptxas_figures, sass, launches[name]))
     return figures
 
 

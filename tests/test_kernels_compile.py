@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from harness import implementations
-from harness.cudac import ARCHITECTURES, CudaSource, compile_cuda, nvrtc_unavailable_reason
-from harness.cudac.nvrtc import parse_ptxas_log
+from harness.cudac import ARCHITECTURES, CudaSource, compile_cuda, nvrtc_unavailable_reason, parse_ptxas_log
+from harness.cudac.estimate import GPUS, lower_bound
+from harness.cudac.report import estimate_table, kernel_table
 from harness.registry import DEFAULT_IMPLS_DIR
 
 SOURCES = sorted(DEFAULT_IMPLS_DIR.glob("*.cu")) + sorted((Path(__file__).parent / "cuda").glob("*.cu"))
@@ -39,7 +40,40 @@ def test_implementation_kernels_build_without_spills(name, arch):
 
 
 def test_gpu_implementations_declare_their_kernels():
-    assert {"cuda_atomic", "numba_shared"} <= set(WITH_KERNELS)
+    assert {"cuda_atomic", "cupy_fused", "cupy_onepass", "numba_shared"} <= set(WITH_KERNELS)
+
+
+def test_onepass_meets_the_targets_on_paper():
+    """Issue #16's targets for the one-pass kernel on SW-tiny's stages at batch 64: executed
+    FLOPs <= 1.05x useful, DRAM bytes <= 1.1x compulsory, theoretical occupancy >= 50% on
+    sm_80 and sm_90, no spills, and at least one FFMA per 2 instructions in the conv loop."""
+    frame, errors = kernel_table([implementations()["cupy_onepass"]])
+    assert not errors
+    assert sorted(set(frame["case"])) == ["tiny-s1-b64", "tiny-s2-b64", "tiny-s3-b64", "tiny-s4-b64"]
+    assert set(frame["arch"]) == set(ARCHITECTURES) and (frame["occupancy"] >= 0.5).all()
+    assert (frame[["spill_stores", "spill_loads", "sass_LOCAL"]] == 0).all().all()
+    assert (frame["loop_FFMA"] / frame["loop_total"] >= 0.5).all()
+    estimates = estimate_table(frame)
+    assert (estimates["x useful"] <= 1.05).all() and (estimates["x compulsory"] <= 1.1).all()
+
+
+def test_kernels_table_has_launches_and_estimates_for_every_gpu_implementation():
+    frame, errors = kernel_table([implementations()[name] for name in WITH_KERNELS])
+    assert not errors
+    launched = frame[frame["case"] != ""]
+    assert set(launched["implementation"]) == set(WITH_KERNELS)
+    assert (launched["blocks_per_sm"] > 0).all() and launched["dynamic_shared_bytes"].notna().all()
+    estimates = estimate_table(frame)
+    assert len(estimates) == 4 * len(WITH_KERNELS)
+    assert (estimates[["A100 estimate (us)", "H100 estimate (us)"]] > 0).all().all()
+
+
+def test_lower_bound_is_the_largest_of_its_four_bounds():
+    a100 = GPUS[0]
+    assert lower_bound(a100, 2039e9, 0, 0, 0) == (1.0, "DRAM")
+    assert lower_bound(a100, 1, 19.5e12 * 2, 0, 0) == (2.0, "FP32")
+    seconds, bound = lower_bound(a100, 1, 1, 108 * 4 * 1.41e9 * 3, 108 * 1.41e9)
+    assert bound == "issue" and abs(seconds - 3) < 1e-9
 
 
 def test_the_atomic_kernels_are_all_there():

@@ -51,13 +51,13 @@ def nvrtc_unavailable_reason() -> str | None:
     return None
 
 
-def compile_cuda(source: CudaSource, arch: str, *, defines: tuple[str, ...] = ()) -> Compiled:
-    """Build ``source`` to a cubin for ``arch`` (e.g. ``sm_80``) with ``ptxas -v``."""
+def compile_cuda(source: CudaSource, arch: str) -> Compiled:
+    """Build ``source`` to a cubin for ``arch`` (e.g. ``sm_80``) with ``ptxas -v``. Compile-time
+    configurations are separate sources (``harness.cudac.launch.specialise`` writes the defines
+    into the text), so the host build and NVRTC always compile the same text."""
     from cuda.core import Program, ProgramOptions
 
-    options = ProgramOptions(
-        name=source.path.name, arch=arch, std="c++17", ptxas_options=["-v"], define_macro=list(defines) or None
-    )
+    options = ProgramOptions(name=source.path.name, arch=arch, std="c++17", ptxas_options=["-v"])
     log = io.StringIO()
     try:
         code = Program(source.text, "c++", options).compile("cubin", logs=log)

@@ -1,0 +1,195 @@
+"""The whole SW operator in one kernel and one pass (``cupy_onepass.cu``), run by CuPy.
+
+A block stages its (b, c) planes with their halo in shared memory once; for each active
+small kernel j with an in-map move it computes y_j once into shared memory and gathers all
+three branches from it into register accumulators; each output is written once, with no
+atomics, and y never reaches DRAM (appendix B.2-B.4). Pruned kernels and wholly off-map
+slots are skipped through ``harness.moves``. The small kernel size, the conv's register
+tile and the outputs per thread are compile-time constants: one build per configuration
+(``harness.cudac.launch.specialise``), cached. On a GPU the build is NVRTC through
+``cupy.RawModule`` on torch's current stream; on the CPU the same specialised source runs
+as a host build (``harness.cudac``), which is how CI checks it.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness import Branches, Computes, Execution, Implementation, ShiftwiseSpec, compulsory_bytes, cudac, move_tables, scatter_moves
+from harness.cudac import launch as plumbing
+
+KERNEL_SOURCE = Path(__file__).with_suffix(".cu")
+#: Most threads per plane (the outputs of a column are split over rows of threads), and the
+#: threads a block aims at when it holds several small planes: 16 warps, 2 blocks per SM at
+#: up to 64 registers (warp counts that are not a multiple of 4 waste sub-partition registers).
+MAX_LANES = 512
+TARGET_THREADS = 512
+#: Resident warps per SM the launch bounds ask registers to allow (50% of sm_80/sm_90's 64).
+TARGET_WARPS = 32
+#: Most outputs (of one column) per thread: 2 register accumulators each.
+MAX_OUTPUTS = 16
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One launch: compile-time constants, block (lanes per plane, planes), grid, shared memory."""
+
+    defines: dict
+    lanes: int
+    planes_per_block: int
+    grid: int
+    shared_bytes: int
+    entries: int
+
+    @property
+    def block(self) -> tuple[int, int]:
+        return (self.lanes, self.planes_per_block)
+
+
+def _tile(extent: int) -> int:
+    """The conv's register tile along an axis: 2 or 3 when it divides the extent, else 1."""
+    return next(t for t in (2, 3, 1) if extent % t == 0)
+
+
+@functools.lru_cache(maxsize=128)
+def entry_table(spec: ShiftwiseSpec, height: int, width: int) -> np.ndarray:
+    """(C, R, 4 + 2E) int32: per channel, each kernel j with an in-map move (active ones only),
+    as [j, nh, nv, ni, horizontal shifts (E), vertical shifts (E)], -1 padded."""
+    tables = move_tables(spec, height, width)
+    groups, entries = spec.groups, []
+    for c in range(spec.channels):
+        moves: dict[int, tuple[list, list, int]] = {}
+        for r, shift in tables.row_moves[c]:
+            if r >= 0:
+                moves.setdefault(int(tables.rows[c, r]), ([], [], 0))[0].append(int(shift))
+        for r, shift in tables.column_moves[c]:
+            if r >= 0:
+                moves.setdefault(int(tables.columns[c, r]), ([], [], 0))[1].append(int(shift))
+        for kernel in tables.identity[c]:
+            if kernel >= 0:
+                h, v, n = moves.setdefault(int(kernel) - c * spec.nk, ([], [], 0))
+                moves[int(kernel) - c * spec.nk] = (h, v, n + 1)
+        entries.append([[j, len(h), len(v), n, *(h + [0] * (groups - len(h))), *(v + [0] * (groups - len(v)))]
+                        for j, (h, v, n) in sorted(moves.items())])  # fmt: skip
+    table = np.full((spec.channels, max(1, max(map(len, entries))), 4 + 2 * groups), -1, dtype=np.int32)
+    for c, rows in enumerate(entries):
+        if rows:
+            table[c, : len(rows)] = rows
+    return table
+
+
+def launch_plan(spec: ShiftwiseSpec, shape, itemsize: int, shared_limit: int = plumbing.SHARED_LIMIT) -> Plan:
+    """The launch for input ``shape``, or a ValueError naming the limit it would exceed."""
+    batch, channels, height, width = shape
+    k, e, p = spec.small_kernel, spec.extra_pad, spec.small_kernel - 1
+    hy, wy = height + 2 * e, width + 2 * e
+    rx, ry = _tile(wy), _tile(hy)
+    if height * width <= MAX_LANES and rx != ry:  # small maps: one square tile, fewer builds
+        rx = ry = 1
+    if height * width <= MAX_LANES:  # a thread per output; small planes share a block
+        lanes, outputs = max(height * width, wy // rx), 1
+    else:  # rows of MAX_LANES // W threads, each thread a few outputs of its column
+        lanes = max(MAX_LANES, 32 * -(-width // 32))
+        outputs = -(-height // (lanes // width))
+    if outputs > MAX_OUTPUTS or lanes > 1024:
+        raise ValueError(f"cupy_onepass: a {height}x{width} map needs more than {MAX_OUTPUTS} outputs per thread")
+    entries = entry_table(spec, height, width).shape[1]
+    plane_bytes = itemsize * ((height + 2 * p) * (width + 2 * p) + hy * wy + height * width) + 4 * entries * (4 + 2 * spec.groups)
+    if plane_bytes > shared_limit:
+        raise ValueError(f"cupy_onepass: a {height}x{width} plane needs {plane_bytes} bytes of shared memory, over {shared_limit}")
+    planes = batch * channels
+    per_block = max(1, min(TARGET_THREADS // lanes, shared_limit // plane_bytes, 1024 // lanes, planes))
+    # Launch bounds in whole warps (the block may be smaller): fewer builds, same registers.
+    warps = -(-(lanes * per_block) // 32)
+    bound, min_blocks = 32 * warps, -(-TARGET_WARPS // warps)
+    exact = int(lanes // width * outputs == height)
+    defines = {"SW_K": k, "SW_RX": rx, "SW_RY": ry, "SW_OUT": outputs, "SW_EXACT": exact,
+               "SW_THREADS": bound, "SW_MIN_BLOCKS": min_blocks, "SW_MAP": int(outputs > 1)}  # fmt: skip
+    if outputs > 1:  # a thread owns several outputs: strides as constants (a build per map size)
+        defines.update(SW_H=height, SW_W=width, SW_LANES=lanes)
+    return Plan(defines, lanes, per_block, -(-planes // per_block), per_block * plane_bytes, entries)
+
+
+@functools.lru_cache(maxsize=64)
+def _device_table(spec: ShiftwiseSpec, height: int, width: int, device: torch.device) -> torch.Tensor:
+    return torch.tensor(entry_table(spec, height, width), device=device).contiguous()
+
+
+def forward(x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec) -> Branches:
+    x, weight = x.contiguous(), weight.contiguous()
+    batch, channels, height, width = x.shape
+    plan = launch_plan(spec, x.shape, x.element_size(), plumbing.max_shared_optin(x.device))
+    table = _device_table(spec, height, width, x.device)
+    out_h, out_v, out_i = (torch.empty_like(x) for _ in range(3))
+    launch = plumbing.cupy_launcher(plumbing.specialise(KERNEL_SOURCE, plan.defines), x.device)
+    launch(
+        f"sw_onepass_{plumbing.dtype_suffix(x.dtype)}", (plan.grid,), plan.block, x, weight, out_h, out_v, out_i,
+        table, batch * channels, channels, spec.nk, height, width, spec.groups, plan.entries,
+        shared_bytes=plan.shared_bytes,
+    )  # fmt: skip
+    return Branches(out_h, out_v, out_i)
+
+
+def executed_flops(spec: ShiftwiseSpec, shape) -> tuple[int, int]:
+    """(multiply-adds, additions) the kernel executes: the conv of every staged kernel over the
+    whole (H+2e) x (W+2e) plane, one addition per in-map move (the same count as the scatter's
+    ``scatter_moves``)."""
+    batch, _, height, width = shape
+    e, k = spec.extra_pad, spec.small_kernel
+    staged = int((entry_table(spec, height, width)[:, :, 0] >= 0).sum())
+    return batch * staged * k * k * (height + 2 * e) * (width + 2 * e), scatter_moves(spec, shape)
+
+
+def traffic(spec: ShiftwiseSpec, shape, itemsize: int) -> int:
+    """Compulsory bytes with this kernel's own table in place of the official ones: x read once
+    (each block stages its planes), the three outputs written once; the weights and the table
+    (a few KiB per channel, re-read by every block from L2) are counted once."""
+    batch, channels, height, width = shape
+    official_tables = 4 * (channels * spec.nk * 2 * spec.groups + channels * spec.groups) + channels * spec.nk
+    return compulsory_bytes(spec, shape, itemsize) - official_tables + entry_table(spec, height, width).nbytes
+
+
+def _execution(device: torch.device) -> Execution:
+    if device.type == "cpu":
+        return cudac.execution(KERNEL_SOURCE, device)
+    mode = "GPU: cupy.RawModule (NVRTC) on torch's current stream, DLPack views"
+    try:
+        import cupy  # noqa: F401
+    except ImportError as error:
+        return Execution(mode, f"CuPy is not installed ({error}); install cupy-cuda13x (or cupy-cuda12x for a CUDA 12 driver)")
+    return Execution(mode, cudac.unavailable_reason(KERNEL_SOURCE, device))
+
+
+def kernel_figures(arch: str) -> list:
+    """The float32 kernel as built and launched for each SW-tiny stage (one build per stage),
+    with its launch and the work it executes there."""
+    from harness.cudac.figures import Launch, figures_of, stages
+    from harness.cudac.occupancy import ARCH
+
+    figures = []
+    for case, spec, shape in stages():
+        plan = launch_plan(spec, shape, 4, ARCH[arch].shared_per_block_optin)
+        compiled = cudac.compile_cuda(cudac.CudaSource.read(plumbing.specialise(KERNEL_SOURCE, plan.defines)), arch)
+        fma, adds = executed_flops(spec, shape)
+        launch = Launch(case, plan.grid, plan.block, plan.shared_bytes, fma, adds)
+        build = f"{case.split('-b')[0]}: " + " ".join(f"{k.removeprefix('SW_')}={v}" for k, v in plan.defines.items())
+        figures += [f for f in figures_of(compiled, {"sw_onepass_f32": [launch]}, build) if f.kernel == "sw_onepass_f32"]
+    return figures
+
+
+IMPLEMENTATION = Implementation(
+    name="cupy_onepass",
+    fn=forward,
+    computes=Computes.OPERATOR,
+    devices=("cpu", "cuda"),
+    dtypes=(torch.float32, torch.float64),
+    description="one kernel, one pass: planes staged once, each y_j computed once in shared memory and gathered into all three branches",
+    execution=_execution,
+    traffic=traffic,
+    kernel_figures=kernel_figures,
+)
