@@ -1,64 +1,58 @@
-"""Where numba_cpu's time goes on the SW-tiny stages at batch 4 (fp32): the whole operator, then
-each stage alone (the other branches' move counts set to zero), then no work at all (fixed cost).
+"""Where numba_cpu's time goes on the SW-tiny stages at batch 4 (fp32): each of its two forms
+forced (``forward(..., form=...)``, its public profiling switch), the channels form with its
+merged-kernel memo missing on every call (two weight tensors alternated), and the fastest
+PyTorch ways beside them, all timed interleaved in this process.
 
-Run from the repository root: ``.venv/bin/python reports/notes/numba_cpu_phases.py``.
-Prints median milliseconds of 40 calls per variant. It uses numba_cpu's internals on purpose.
+Run from the repository root: ``.venv/bin/python reports/notes/numba_cpu_phases.py [threads]``.
+Prints median milliseconds of 15 rounds of 2 calls per variant and the spread (max-min)/median;
+with one thread it measures process CPU time (robust to a busy machine), else wall time.
 """
 
-import importlib.util
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numba
-import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from harness import ShiftwiseSpec  # noqa: E402
+from harness import implementations  # noqa: E402
+from harness.cases import Case  # noqa: E402
+from harness.checking import CheckCase, make_inputs  # noqa: E402
+from harness.peers import peers  # noqa: E402
 
-spec_ = importlib.util.spec_from_file_location("numba_cpu", ROOT / "impls" / "numba_cpu.py")
-nc = importlib.util.module_from_spec(spec_)
-sys.modules["numba_cpu"] = nc
-spec_.loader.exec_module(nc)
-op = nc._compiled()
+threads = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+torch.set_num_threads(threads)
+numba.set_num_threads(threads)
+clock = time.process_time if threads == 1 else time.perf_counter
+forward = implementations()["numba_cpu"].fn
 
-
-def median_ms(fn, calls=40):
-    fn()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
-
-
-for channels, size, big, batch in [(60, 56, 51, 4), (122, 28, 49, 4), (246, 14, 47, 4), (492, 7, 13, 4)]:
-    spec = ShiftwiseSpec.official(big_kernel=big, small_kernel=3, channels=channels, groups=4)
-    x, w = torch.randn(batch, channels, size, size), torch.randn(spec.weight_shape)
-    tables = nc._tables(spec, size, size)
-    layout = nc._layout(spec, tables, size, size, 4)
-    small = w.reshape(channels, spec.nk, 9).numpy()
-    staged_weights = np.take_along_axis(small, tables.staged[:, :, None].astype(np.int64), axis=1)
-    staged_weights = np.ascontiguousarray(staged_weights).reshape(-1)
-    buffers = nc._scratch_buffers(layout, np.float32, numba.get_num_threads())
-    outputs = [np.empty(x.shape, np.float32) for _ in range(3)]
-    none = np.zeros_like(tables.n_h)
-
-    def variant(staged=tables.n_staged, h=tables.n_h, v=tables.n_v, i=tables.n_i):
-        return lambda: op(
-            x.numpy(), staged_weights, tables.staged, staged, tables.h_moves, h, tables.v_moves, v,
-            tables.i_moves, i, tables.left, 9, layout.lanes, layout.conv_vectors, layout.out_vectors,
-            layout.x_stride, layout.y_stride, layout.plane, *buffers, *outputs,
-        )  # fmt: skip
-
-    variants = {
-        "all": variant(), "conv": variant(h=none, v=none, i=none), "h": variant(staged=none, v=none, i=none),
-        "v": variant(staged=none, h=none, i=none), "i": variant(staged=none, h=none, v=none),
-        "fixed": variant(none, none, none, none),
-    }  # fmt: skip
-    print(f"C={channels} {size}x{size} M={big} B={batch}:",
-          {name: round(median_ms(fn), 3) for name, fn in variants.items()})  # fmt: skip
+for sparsity in (0.0, 0.3):
+    for name, big, channels, size in [("s1", 51, 60, 56), ("s2", 49, 122, 28), ("s3", 47, 246, 14), ("s4", 13, 492, 7)]:
+        case = Case(f"tiny-{name}", big, 3, channels, 4, 4, size, size, "official", 0, sparsity)
+        inputs = make_inputs(CheckCase(case, "float32", "float"), nan_pruned=True)
+        spec, x, weight = case.spec(), inputs.x, inputs.weight
+        other = weight * 1.0001  # different contents: the memo misses on every alternate call
+        flip = [weight, other]
+        variants = {
+            "planes": lambda: forward(x, weight, spec, form="planes"),
+            "channels": lambda: forward(x, weight, spec, form="channels"),
+            "channels_merge": lambda: forward(x, flip.reverse() or flip[0], spec, form="channels"),
+            "chosen": lambda: forward(x, weight, spec),
+        }
+        for peer in ("rep_merged_cl", "rep_merged_cl_pad"):
+            variants[peer] = peers()[peer].prepare(case, x, weight).run
+        times = {label: [] for label in variants}
+        for fn in variants.values():
+            fn(), fn()
+        for _ in range(15):
+            for label, fn in variants.items():
+                start = clock()
+                fn(), fn()
+                times[label].append((clock() - start) / 2)
+        summary = {
+            label: f"{statistics.median(v) * 1e3:.3f} ({(max(v) - min(v)) / statistics.median(v):.2f})"
+            for label, v in times.items()
+        }
+        print(f"{case.name} sp={sparsity} B=4 threads={threads}:", summary, flush=True)

@@ -1,4 +1,4 @@
-"""The whole SW operator on the CPU, in gather form, compiled with Numba (``parallel=True``).
+"""The planes form: the SW operator in gather form, one (b, c) plane per task (``parallel=True``).
 
 Work is split into B*C tasks, one per (b, c) plane, run with ``prange``; each thread owns a
 scratch area (reused across calls) that stays in its core's caches:
@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from harness import Branches, Computes, Implementation, ShiftwiseSpec
+from harness import Branches, ShiftwiseSpec, move_tables
 
 _FASTMATH = {"reassoc", "contract"}
 #: Bytes per SIMD vector of the row kernel: one AVX-512 register (this host has AVX-512F; on
@@ -86,39 +86,33 @@ class _Tables:
 
 @functools.lru_cache(maxsize=64)
 def _tables(spec: ShiftwiseSpec, height: int, width: int) -> _Tables:
-    """The tables for an H x W map (cached: specs are immutable and hashable)."""
+    """This design's tables for an H x W map, from ``harness.move_tables`` (which owns the
+    in-map predicate and the pruning): one staged list per channel (the union of the kernels
+    the three branches read), the vertical moves sorted by shift (cached: specs are hashable)."""
     e, nk, channels = spec.extra_pad, spec.nk, spec.channels
-    hy, wy = height + 2 * e, width + 2 * e
-    shifts = np.asarray(spec.shifts)
+    moves = move_tables(spec, height, width)
 
-    def in_map(s: int, extent: int, out: int) -> bool:
-        return s <= out - 1 and -s < extent  # some output x has 0 <= x - s < extent
+    def listed(staged: np.ndarray, table: np.ndarray, c: int) -> list[tuple[int, int]]:
+        return [(int(staged[c, r]), int(s)) for r, s in table[c] if r >= 0]
 
-    h_lists, v_lists, i_lists, staged_lists = [], [], [], []
-    for c in range(channels):
-        h = [(j, int(shifts[spec.slot_h[g, c, j]])) for g in range(spec.groups) for j in range(nk)]
-        v = [(j, int(shifts[spec.slot_v[g, c, j]])) for g in range(spec.groups) for j in range(nk)]
-        h = [(j, s) for j, s in h if spec.active[c, j] and in_map(s, wy, width)]
-        v = sorted(((j, s) for j, s in v if spec.active[c, j] and in_map(s, hy, height)), key=lambda m: m[1])
-        ident = [(int(j), -e) for j in spec.ident[:, c] if spec.active[c, j]]
-        h_lists.append(h)
-        v_lists.append(v)
-        i_lists.append(ident)
-        staged_lists.append(sorted({j for j, _ in h + v + ident}))
+    h_lists = [listed(moves.rows, moves.row_moves, c) for c in range(channels)]
+    v_lists = [sorted(listed(moves.columns, moves.column_moves, c), key=lambda m: m[1]) for c in range(channels)]
+    i_lists = [[(int(flat) - c * nk, -e) for flat in moves.identity[c] if flat >= 0] for c in range(channels)]
+    staged_lists = [sorted({j for j, _ in h + v + i}) for h, v, i in zip(h_lists, v_lists, i_lists)]
 
     # Zero margin left of y's columns: output column 0 of a move with shift s reads column -s.
-    left = max([0] + [s for moves in h_lists for _, s in moves])
-    reach = max([left - s for moves in h_lists + i_lists for _, s in moves] + [left + e])
+    left = max([0] + [s for moves_ in h_lists for _, s in moves_])
+    reach = max([left - s for moves_ in h_lists + i_lists for _, s in moves_] + [left + e])
 
     def table(lists, value_of):
-        moves = np.zeros((channels, max(1, max(map(len, lists))), 2), dtype=np.int32)
+        out = np.zeros((channels, max(1, max(map(len, lists))), 2), dtype=np.int32)
         counts = np.zeros(channels, dtype=np.int32)
         for c, lst in enumerate(lists):
             plane = {j: r for r, j in enumerate(staged_lists[c])}
             for m, (j, s) in enumerate(lst):
-                moves[c, m] = (plane[j], value_of(s))
+                out[c, m] = (plane[j], value_of(s))
             counts[c] = len(lst)
-        return moves, counts
+        return out, counts
 
     staged = np.zeros((channels, max(1, max(map(len, staged_lists)))), dtype=np.int32)
     for c, lst in enumerate(staged_lists):
@@ -531,14 +525,3 @@ def traffic(spec: ShiftwiseSpec, shape: tuple[int, int, int, int], itemsize: int
     pixels = batch * channels * height * width
     return itemsize * (pixels + staged_weights + 3 * pixels) + tables.nbytes
 
-
-IMPLEMENTATION = Implementation(
-    name="numba_cpu",
-    fn=forward,
-    computes=Computes.OPERATOR,
-    devices=("cpu",),
-    dtypes=(torch.float32, torch.float64),
-    traffic=traffic,
-    description="gather form on the CPU (Numba parallel, SIMD row kernels): per (b, c) the needed "
-    "y planes in a per-thread cache-resident buffer, then register-accumulated row gathers",
-)
