@@ -240,3 +240,4 @@ def test_table7_section_reads_model_rows():
     assert "| SW-tiny / UniRepLKNet-T | 0.25 (SW: numba_cpu) | 0.34 |" in text
     assert f"{PAPER_A100['sw_tiny'][1]:g}" in text
     assert table7_section(rows[rows["kind"] != "model"]) == []
+

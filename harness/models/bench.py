@@ -8,7 +8,7 @@ scales randomised so that every path matters), reparameterizes it as the officia
 script does, verifies it in float64 against the same network on the reference path, and returns
 the call to time with the figures for ``benchmark.extra_info``.
 
-Verification (``verify_network``), in float64 on one image of the case's size:
+Verification (``verify_network``), in float64 on one image (``VERIFY_SIZE``: 96 x 96):
 
 - **per SW layer**, the rigorous check: every SW layer of the network under test is fed the input
   the reference-path network gave that layer, and its three branches must lie within
@@ -45,6 +45,13 @@ from harness.reference import error_bound, reference_forward
 SUITE = "models"
 #: End-to-end float64 tolerance relative to the reference logits' largest magnitude (see above).
 END_TO_END_RTOL = 1e-9
+#: Side of the image networks are verified on (float64). torch's CPU depthwise conv has no
+#: oneDNN path in float64: one SW-tiny stage-1 layer at 224x224 takes 8.4 s through the
+#: reference (0.19 s in float32), so a 224x224 check would take minutes per network. At 96x96
+#: the stage maps are 24/12/6/3, smaller than every big kernel: on- and off-map slots, borders
+#: and every branch are exercised. The layer benchmarks verify each implementation at the real
+#: layer shapes.
+VERIFY_SIZE = 96
 
 
 class ModelMismatch(AssertionError):
@@ -264,7 +271,13 @@ def _case_reference(case: ModelCase, device: str) -> ReferenceRecord:
 @functools.lru_cache(maxsize=1)
 def _reference_of(case: ModelCase, device: str) -> ReferenceRecord:
     reference = build_for_benchmark(case, REFERENCE, device).to(memory_format=torch.contiguous_format)
-    return reference_record(reference, _input(case, 1, torch.float64, device, torch.contiguous_format))
+    return reference_record(reference, verification_input(case, device))
+
+
+def verification_input(case: ModelCase, device: str) -> torch.Tensor:
+    """One float64 image of at most ``VERIFY_SIZE`` x ``VERIFY_SIZE`` (see ``VERIFY_SIZE``)."""
+    small = dataclasses.replace(case, height=min(case.height, VERIFY_SIZE), width=min(case.width, VERIFY_SIZE))
+    return _input(small, 1, torch.float64, device, torch.contiguous_format)
 
 
 # ----------------------------------------------------------------------------- figures
