@@ -160,7 +160,7 @@ def _kernels(args: argparse.Namespace, console: Console) -> int:
         markdown += "\n\nKernels that did not build:\n" + "\n".join(f"- {name}: {error}" for name, error in errors.items())
     console.print(markdown, markup=False, soft_wrap=True)
     if args.output:
-        write_text_atomically(args.output, f"# CUDA kernels: ptxas figures (no GPU needed)\n\nMade by `swbench kernels` (`make kernels`).\n\n{markdown}\n")
+        write_text_atomically(args.output, f"# CUDA kernels: ptxas, SASS, occupancy and lower-bound estimates (no GPU needed)\n\nMade by `swbench kernels` (`make kernels`).\n\n{markdown}\n")
     return EXIT_FAILED if errors or found.errors else EXIT_OK
 
 

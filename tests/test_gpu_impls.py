@@ -100,3 +100,9 @@ def test_specialise_writes_one_file_per_configuration(tmp_path, monkeypatch):
     first, again, other = specialise(source, {"SW_A": 1}), specialise(source, {"SW_A": 1}), specialise(source, {"SW_A": 2})
     assert first == again != other
     assert first.read_text().startswith("#define SW_A 1\n#line 1 \"k.cu\"\n")
+
+
+def test_numba_shared_links_with_nvjitlink_at_nvvm_version():
+    # Without it, the first launch on a GPU whose driver is older than NVVM fails with
+    # "unsupported PTX version": nvJitLink links the kernels to a cubin in-process instead.
+    assert _module("numba_shared")._nvjitlink_missing() is None

@@ -154,6 +154,7 @@ def kernel_table_markdown(frame: pd.DataFrame) -> str:
                                              "dynamic_shared_bytes", "registers", "blocks_per_sm", "occupancy",
                                              "occupancy_limiter"]]  # fmt: skip
     if not launches.empty:
+        launches = launches.astype({c: "int64" for c in ("grid", "dynamic_shared_bytes", "registers", "blocks_per_sm")})
         parts += [
             "## Launches on SW-tiny's stages (batch 64, float32) and theoretical occupancy",
             "Occupancy by the CUDA occupancy rules (`harness/cudac/occupancy.py`, checked against NVIDIA's "
