@@ -8,7 +8,9 @@ from pathlib import Path
 
 import torch
 
-from harness.cudac.host import HostEmulationError, HostModule, host_compiler, unsupported_features
+from harness.cudac.errors import HostEmulationError
+from harness.cudac.host import HostModule, host_compiler, unsupported_features
+from harness.cudac.sanitizer_runtime import SanitizerError
 from harness.cudac.nvrtc import ARCHITECTURES, PtxasFigures, compile_cuda, nvrtc_unavailable_reason, parse_ptxas_log
 from harness.cudac.source import CudaSource
 
@@ -17,10 +19,12 @@ __all__ = [
     "CudaSource",
     "HostEmulationError",
     "HostModule",
+    "SanitizerError",
     "PtxasFigures",
     "compile_cuda",
     "execution",
     "execution_mode",
+    "is_host_build",
     "load_module",
     "parse_ptxas_log",
     "source_figures",
@@ -64,11 +68,24 @@ def source_figures(path: str | Path, arch: str) -> list[PtxasFigures]:
     return list(compile_cuda(CudaSource.read(path), arch).figures.values())
 
 
+#: How ``execution_mode`` starts for a host build (``is_host_build`` looks for it).
+HOST_MODE = "host emulation:"
+
+
 def execution_mode(path: str | Path, device: torch.device) -> str:
     name = Path(path).name
     if device.type == "cpu":
-        return f"host emulation: {name} built by the C++ compiler, run on the CPU (no GPU)"
+        return f"{HOST_MODE} {name} built by the C++ compiler, run on the CPU (no GPU)"
     return f"GPU: {name} built by NVRTC, launched with cuda.core on torch's current stream"
+
+
+def is_host_build(impl) -> bool:
+    """Whether ``impl`` runs on the CPU as a host build of a ``.cu`` (its CPU execution comes
+    from ``execution`` here), so the host emulation's checking modes apply to it."""
+    if "cpu" not in impl.devices:
+        return False
+    execution = impl.runs_on("cpu")
+    return execution.emulated and execution.mode.startswith(HOST_MODE)
 
 
 def execution(path: str | Path, device: torch.device):

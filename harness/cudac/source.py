@@ -34,6 +34,8 @@ _COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.DOTALL)
 class Param:
     name: str
     ctype: str  # as written, without qualifiers, e.g. "float*", "long long"
+    #: A pointer to const (``const float* x``): the kernel only reads through it.
+    const: bool = False
 
     @property
     def is_pointer(self) -> bool:
@@ -87,6 +89,7 @@ class CudaSource:
 
 def _parse_param(path: Path, kernel: str, text: str) -> Param:
     words = text.replace("*", " * ").split()
+    pointee_const = "const" in words[: words.index("*")] if "*" in words else False
     words = [w for w in words if w not in ("const", "__restrict__", "volatile")]
     if len(words) < 2:
         raise ValueError(f"{path}: kernel {kernel}: cannot read parameter {text.strip()!r}")
@@ -98,4 +101,4 @@ def _parse_param(path: Path, kernel: str, text: str) -> Param:
             f"{path}: kernel {kernel}: parameter {text.strip()!r} has an unsupported type; "
             f"use a single pointer or one of {sorted(PARAM_TYPES)}"
         )
-    return Param(name, base + "*" if pointer else base)
+    return Param(name, base + "*" if pointer else base, const=bool(pointer) and pointee_const)
