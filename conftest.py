@@ -28,9 +28,6 @@ for name, options in _PROFILES.items():
     )
 settings.load_profile(os.environ.get("SW_HYPOTHESIS_PROFILE", "ci"))
 
-DEVICES = ("cpu", "cuda")
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests taking ``impl`` and ``device`` run once per implementation in impls/ and device;
     a pair that cannot run here is skipped with the implementation's own reason."""

@@ -18,7 +18,7 @@ import torch
 
 from harness import machine
 from harness.bench import Session, computations
-from harness.cases import TIERS, in_tier, load_cases
+from harness.cases import TIERS, in_tier, load_cases, suite_descriptions
 from harness.cudac.report import kernel_table
 
 _SESSION = pytest.StashKey[Session]()
@@ -133,6 +133,7 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json:
     output_json["sw"] = {
         "tier": config.getoption("tier"),
         "suites": sorted({case.suite for case in session.cases}),
+        "suite_descriptions": {k: v for k, v in suite_descriptions().items() if k in {c.suite for c in session.cases}},
         "dtype": config.getoption("bench_dtype"),
         "command": shlex.join(["pytest", *sys.argv[1:]]),
         "failures": session.failures,

@@ -132,3 +132,17 @@ def in_tier(case: Case, tier: str) -> bool:
     if tier not in TIERS:
         raise ValueError(f"benchmark tier must be one of {TIERS}, got {tier!r}")
     return case.tier in TIERS and TIERS.index(case.tier) <= TIERS.index(tier)
+
+
+def suite_descriptions(folder: str | os.PathLike | None = None) -> dict[str, str]:
+    """Each suite's ``description`` (the TOML's top-level key), by suite name; the report shows it."""
+    folder = Path(folder) if folder is not None else DEFAULT_CASES_DIR
+    found = {}
+    for file in sorted(folder.glob("*.toml")):
+        try:
+            text = tomllib.loads(file.read_text()).get("description")
+        except tomllib.TOMLDecodeError:
+            continue  # load_suite names the error when the suite is used
+        if isinstance(text, str):
+            found[file.stem] = text
+    return found

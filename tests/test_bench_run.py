@@ -84,14 +84,16 @@ def test_a_benchmark_run_records_results_failures_and_what_was_not_run(tmp_path)
     command = [
         sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(ROOT / "tests" / "test_benchmarks.py"),
         str(ROOT / "tests" / "test_cases.py"),  # plain tests beside benchmarks: deselected, not listed as skipped
-        "--benchmark-only", "--suite", "sweep_small_kernel", "-k", "k3 and (torch_roll-cpu or bad_zeros or rep_merged-cpu)",
+        "--benchmark-only", "--suite", "sweep_small_kernel", "-k", "k3 and (torch_roll-cpu or bad_zeros or rep_merged-cpu) and not compiled",
         "--benchmark-max-time=0.01", "--benchmark-min-rounds=2", "--peak-gflops=50", f"--benchmark-json={output}",
+        f"--benchmark-histogram={tmp_path / 'histogram'}",  # needs pygal: pytest-benchmark[histogram]
     ]  # fmt: skip
     done = subprocess.run(
         command, cwd=ROOT, env={**os.environ, "SW_IMPLS_DIR": str(impls)}, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]  # bad_zeros failed, nothing else
     assert "1 failed, 2 passed" in done.stdout, done.stdout[-3000:]
+    assert list(tmp_path.glob("histogram*.svg")), "--benchmark-histogram wrote no SVG"
     run = json.loads(output.read_text())
     timed = {b["extra_info"]["computation"]: b["extra_info"] for b in run["benchmarks"]}
     assert set(timed) == {"torch_roll", "rep_merged"}

@@ -4,6 +4,7 @@ import pytest
 
 from harness.cases import load_cases
 from harness.checking import CheckCase, CheckSkipped, assert_matches_reference
+from harness.checking.runner import check_gradients_for
 
 SUITES = ["sw_tiny", "sw_small", "edge"]
 #: The throughput batches (4, 64) repeat the batch-1 layers: checking them again proves nothing new.
@@ -14,6 +15,9 @@ CASES = [case for case in load_cases(suites=SUITES) if case.batch <= 2]
 @pytest.mark.parametrize("case", CASES, ids=lambda case: f"{case.suite}-{case.name}")
 def test_matches_reference_on_case(impl, device, case, mode):
     try:
-        assert_matches_reference(impl, CheckCase(case, "float32", mode, device=device))
+        # Gradients on the small (edge) shapes only: at real layer sizes an exact backward costs
+        # minutes and checks nothing the Hypothesis gradient tests do not.
+        gradients = check_gradients_for("quick", case)
+        assert_matches_reference(impl, CheckCase(case, "float32", mode, device=device), gradients=gradients)
     except CheckSkipped as skipped:
         pytest.skip(str(skipped))

@@ -418,7 +418,24 @@ def test_files_of_the_first_schema_are_read_with_the_roles_they_had(tmp_path):
 
 def test_model_benchmarks_are_left_to_their_own_section(tmp_path):
     run = make_run()
-    run["benchmarks"].append({"name": "m", "stats": run["benchmarks"][0]["stats"],
-                              "extra_info": {"kind": "model", "computation": "sw_tiny[numba_cpu]"}})  # fmt: skip
-    frame = results_frame(load_runs([save(tmp_path / "m.json", run)]))
+    stats = dict(run["benchmarks"][0]["stats"], median=0.5)
+    for network, impl in (("sw_tiny", "numba_cpu"), ("unireplknet_tiny", None)):
+        extra = {"kind": "model", "computation": f"{network}[{impl}]" if impl else network, "network": network,
+                 "implementation": impl, "device": "cpu", "case": f"{network}-b1", "suite": "models", "batch": 1,
+                 "params": 31e6, "gflop_per_image": 9.8, "sw_time_share": 0.4, "threads": 2}  # fmt: skip
+        run["benchmarks"].append({"name": network, "stats": stats if impl else dict(stats, median=0.25), "extra_info": extra})
+    path = save(tmp_path / "m.json", run)
+    frame = results_frame(load_runs([path]))
     assert len(frame) == 6 and "sw_tiny[numba_cpu]" not in set(frame.computation)
+    table7 = render_report([path]).markdown.split("## Table 7 on this machine")[1].split("## Results")[0]
+    assert "numba_cpu" in table7 and "0.5" in table7  # SW-tiny 2 images/s over UniRepLKNet-T 4 images/s
+
+
+def test_a_suite_is_introduced_by_its_description(tmp_path):
+    run = make_run(suite_descriptions={"sw_small": "SW-small's stage layers (a test description)"})
+    results = render_report([save(tmp_path / "a.json", run)]).markdown.split("## Results")[1]
+    assert "### Suite `sw_small`\n\nSW-small's stage layers (a test description)\n" in results
+    from harness.cases import load_suite, suite_descriptions
+
+    descriptions = suite_descriptions()
+    assert descriptions["edge"].startswith("Shapes that break") and load_suite  # every committed suite has one

@@ -80,8 +80,8 @@ class CheckSkipped(Exception):
     message), so a caller can never take a skipped check for a passed one."""
 
 
-def assert_matches_reference(impl: Implementation, check_case: CheckCase) -> None:
-    result = check(impl, check_case)
+def assert_matches_reference(impl: Implementation, check_case: CheckCase, *, gradients: bool = True) -> None:
+    result = check(impl, check_case, gradients=gradients)
     if result.skipped:
         raise CheckSkipped(f"{impl.name}: {result.skipped}")
     if result.failures:

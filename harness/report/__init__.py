@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 from matplotlib.figure import Figure
 
 from harness.files import replace_atomically, write_text_atomically
@@ -85,7 +86,8 @@ def render_report(paths: Sequence[Path | str], baseline: Sequence[Path | str] | 
     if notes:
         parts += ["## Notes", notes.strip()]
     parts += ["## Results"]
-    parts += sections.results_tables(frame) if not frame.empty else ["No benchmark results in these files."]
+    descriptions = {k: v for run in runs for k, v in (run.data["sw"].get("suite_descriptions") or {}).items()}
+    parts += sections.results_tables(frame, descriptions) if not frame.empty else ["No benchmark results in these files."]
     parts += _plots(frame, f"{image_stem}-" if image_stem else "", figures)
     parts += sections.listings(runs)
     if baseline:
@@ -96,12 +98,20 @@ def render_report(paths: Sequence[Path | str], baseline: Sequence[Path | str] | 
 
 
 def _table7(runs: Sequence[Run]) -> list[str]:
-    """The model-level section (Table 7 on this machine), when the runs have model benchmarks."""
-    if not any(run.model_benchmarks() for run in runs):
+    """The model-level section (Table 7 on this machine), when the runs have model benchmarks:
+    a row per model benchmark (its ``extra_info``, median and run label), rendered by the
+    networks' own section (``harness.models.table7``)."""
+    labels = run_labels(runs)
+    rows = [
+        {**bench["extra_info"], "median_s": bench["stats"]["median"], "machine": labels[run.path], "file": run.path.name}
+        for run in runs
+        for bench in run.model_benchmarks()
+    ]
+    if not rows:
         return []
-    from harness.models.report import table7_section  # the networks' own section
+    from harness.models.table7 import table7_section  # networks (and timm-like layers) only when needed
 
-    return table7_section(runs)
+    return table7_section(pd.DataFrame(rows))
 
 
 def write_report(paths: Sequence[Path | str], output: Path | str, baseline: Sequence[Path | str] | None = None,

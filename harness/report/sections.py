@@ -100,8 +100,9 @@ def summary_section(frame: pd.DataFrame) -> list[str]:
     return parts
 
 
-def results_tables(frame: pd.DataFrame) -> list[str]:
-    """Per suite: the cases' parameters, then one row per (case, computation, device), a column group per run."""
+def results_tables(frame: pd.DataFrame, descriptions: dict[str, str] | None = None) -> list[str]:
+    """Per suite: its description, the cases' parameters, then one row per (case, computation, device), a
+    column group per run."""
     baselines = sorted(frame.loc[frame["baseline"], "computation"].unique())
     parts = [RESULTS_NOTE.format(baseline=", ".join(baselines) or "none in these runs")]
     machines = sorted(frame["machine"].unique())
@@ -110,7 +111,10 @@ def results_tables(frame: pd.DataFrame) -> list[str]:
         cases = rows.drop_duplicates(["case"]).sort_values("case", key=case_order)
         params = cases[["case", *CASE_PARAMS]].copy()
         params["useful GFLOP"] = cases["useful_flops"].map(lambda v: MISSING if pd.isna(v) else number(v / 1e9))
-        parts += [f"### Suite `{suite}`", table(params)]
+        parts.append(f"### Suite `{suite}`")
+        if descriptions and suite in descriptions:
+            parts.append(descriptions[suite])
+        parts.append(table(params))
         merged = None
         for machine in machines:
             mine = rows[rows["machine"] == machine].set_index(index)
