@@ -108,3 +108,45 @@ def test_unsupported_parameter_types_are_refused(tmp_path):
     path.write_text('extern "C" __global__ void k(float2 v) {}\n')
     with pytest.raises(ValueError, match="parameter 'float2 v' has an unsupported type"):
         CudaSource.read(path)
+
+
+def test_shared_declarations_become_per_block_allocations_on_the_same_lines(tmp_path):
+    """Every readable ``__shared__`` declaration is rewritten in place (line numbers kept, for
+    the sanitizers' reports); one it cannot read, or one outside a function, is refused."""
+    from harness.cudac.host import _host_source
+
+    text = (
+        "template <typename T, int N> __device__ void f() {\n"
+        "    static __shared__ __align__(16) T tile[N][N + 1];\n"
+        "    __shared__ unsigned int\n        count;\n"
+        "    extern __shared__ float dynamic[];\n"
+        "}\n"
+    )
+    host = _host_source(text)
+    assert host.count("\n") == text.count("\n")
+    assert "auto& tile = ::swemu::shared_static<T [N][N+1], 16>([] {});" in host
+    assert "auto& count = ::swemu::shared_static<unsigned int, 0>([] {});" in host
+    assert "float* dynamic = reinterpret_cast<float*>(::swemu::dynamic_shared);" in host
+    path = tmp_path / "k.cu"
+    path.write_text('__shared__ float s[4];\nextern "C" __global__ void k(float* p) { __shared__ float a[2], b[2]; }\n')
+    assert unsupported_features(CudaSource.read(path)) == [
+        "__shared__ memory declared outside a function (__shared__ float s[4];)",
+        "a __shared__ declaration it cannot read (__shared__ float a[2], b[2];)",
+    ]
+
+
+def test_shared_memory_is_poisoned_not_zeroed(tmp_path):
+    path = tmp_path / "k.cu"
+    path.write_text(
+        'extern "C" __global__ void k(float* out) {\n'
+        "    __shared__ float s[4];\n    extern __shared__ double d[];\n"
+        "    out[threadIdx.x] = s[threadIdx.x];\n    out[4 + threadIdx.x] = (float)d[threadIdx.x];\n}\n"
+    )
+    out = torch.zeros(8)
+    load_module(path, "cpu").launch("k", (1,), (4,), out.data_ptr(), shared_bytes=4 * 8)
+    assert out.isnan().all(), out
+
+
+def test_pointer_to_const_parameters_are_known():
+    params = CudaSource.read(PROBES).kernels["histogram"].params
+    assert [p.const for p in params] == [True, False, False, False]
