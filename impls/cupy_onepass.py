@@ -104,10 +104,10 @@ def launch_plan(spec: ShiftwiseSpec, shape, itemsize: int, shared_limit: int = p
         raise ValueError(f"cupy_onepass: a {height}x{width} plane needs {plane_bytes} bytes of shared memory, over {shared_limit}")
     planes = batch * channels
     per_block = max(1, min(TARGET_THREADS // lanes, shared_limit // plane_bytes, 1024 // lanes, planes))
-    # Launch bounds: the block rounded up to a power of two (fewer builds), and as many resident
-    # blocks as TARGET_WARPS of the block's real warps need.
+    # Launch bounds: the block in whole warps, and as many resident blocks as TARGET_WARPS need
+    # (a looser bound, e.g. a power-of-two block, caps registers lower: stage 3 then spills).
     warps = -(-(lanes * per_block) // 32)
-    bound, min_blocks = 32 * 2 ** (warps - 1).bit_length(), -(-TARGET_WARPS // warps)
+    bound, min_blocks = 32 * warps, -(-TARGET_WARPS // warps)
     exact = int(lanes // width * outputs == height)
     defines = {"SW_K": k, "SW_RX": rx, "SW_RY": ry, "SW_OUT": outputs, "SW_EXACT": exact,
                "SW_THREADS": bound, "SW_MIN_BLOCKS": min_blocks, "SW_MAP": int(outputs > 1)}  # fmt: skip
