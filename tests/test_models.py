@@ -160,7 +160,8 @@ def test_verification_catches_a_wrong_network():
 @torch.no_grad()
 def test_reparameterized_and_merged_networks_agree(name):
     """Before and after ``reparameterize()`` and in the merged ("_rep") form, in float64: only
-    rounding differs (folds of BN, GRN bias, layer scale; merged kernels), far below 1e-9."""
+    rounding differs (folds of BN, GRN bias, layer scale; merged kernels), well within
+    END_TO_END_RTOL."""
     depths = (1, 1, 2, 1) if name == "unireplknet_tiny" else REDUCED["depths"]
     net = randomize_for_check(build_network(name, "reference" if name.startswith("sw") else "auto", depths=depths,
                                             dims=(16, 32, 64, 128), dtype=torch.float64), 1)  # fmt: skip

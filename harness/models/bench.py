@@ -15,10 +15,12 @@ Verification (``verify_network``), in float64 on one image (``VERIFY_SIZE``: 96 
   ``harness.error_bound`` (the gamma_n bound of any summation order) of the reference's;
 - **end to end**: the logits must agree within ``END_TO_END_RTOL * max|reference logits|``. The
   network around the SW layers is the same code on the same weights, so the two outputs differ
-  only by the SW layers' rounding (each below n*u*|x|*|W| with n <= E*nk*k*k, u = 2**-53, i.e.
-  ~1e-13 relative) carried through the rest of the network; 1e-9 leaves four orders of magnitude
-  for that amplification, while a real fault (a wrong channel order, a missing branch or BN)
-  changes the logits by O(1) relative.
+  only by rounding: the SW layers' own (each below n*u*|x|*|W| with n <= E*nk*k*k, u = 2**-53,
+  ~1e-13 relative) and, for the merged form, that of the folded kernels, carried through up to
+  36 blocks whose random weights amplify it. Measured on SW-tiny at 96x96: 3e-9 relative for the
+  merged form, less for the implementations. A real fault (a wrong channel order, a missing
+  branch or BN) changes the logits by O(1) relative (``tests/test_models.py`` flips the ghost
+  order), so 1e-6 separates the two with two and six orders of magnitude to spare.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from harness.reference import error_bound, reference_forward
 
 SUITE = "models"
 #: End-to-end float64 tolerance relative to the reference logits' largest magnitude (see above).
-END_TO_END_RTOL = 1e-9
+END_TO_END_RTOL = 1e-6
 #: Side of the image networks are verified on (float64). torch's CPU depthwise conv has no
 #: oneDNN path in float64: one SW-tiny stage-1 layer at 224x224 takes 8.4 s through the
 #: reference (0.19 s in float32), so a 224x224 check would take minutes per network. At 96x96
