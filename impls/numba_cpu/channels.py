@@ -234,8 +234,8 @@ def compiled():
         lines.append(f"    {'if' if n == 0 else 'elif'} rows == {r}:")
         lines.append(f"        stencil_{r}({_SARGS})")
     exec("\n".join(lines) + "\n", namespace)  # noqa: S102 - fixed dispatch over compiled block sizes
-    taps = numba.njit(fastmath=_FASTMATH, nogil=True)(namespace["taps"])
-    stencil = numba.njit(fastmath=_FASTMATH, nogil=True)(namespace["stencil"])
+    taps = numba.njit(fastmath=_FASTMATH, nogil=True, inline="always")(namespace["taps"])
+    stencil = numba.njit(fastmath=_FASTMATH, nogil=True, inline="always")(namespace["stencil"])
     transpose = _transpose_kernel()
 
     stencil_rows = np.array(STENCIL_ROWS[::-1], np.int64)

@@ -15,8 +15,10 @@ scratch area (reused across calls) that stays in its core's caches:
      whose source row is on the map form one contiguous range per output row; the zero rows
      between planes absorb the one-row overshoot of doing two output rows per call;
    - identity: the horizontal gather with shift -e, one move per active group pick.
-   The move lists are built once per (spec, H, W) on the host: pruned kernels and slots whose
-   shift puts them wholly off the map are left out, so they cost nothing.
+   The move lists come from ``harness.move_tables`` (cached per (spec, H, W)), which owns
+   the in-map predicate: pruned kernels and slots whose shift puts them wholly off the map are
+   left out, so they cost nothing. This module only regroups them (one staged list per
+   channel, vertical moves sorted by shift, column offsets into its margins).
 
 Both stages run through one primitive, a "row kernel" written as LLVM IR (a Numba intrinsic):
 it sums shifted rows, ``count`` terms, each term optionally scaled by a broadcast weight,
