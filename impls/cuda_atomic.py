@@ -107,15 +107,14 @@ def atomic_l2_bytes(spec: ShiftwiseSpec, shape, itemsize: int) -> int:
 def kernel_figures(arch: str) -> list:
     """ptxas and SASS figures of every kernel; the float32 scatter's launch on each SW-tiny
     stage (one thread per conv-output element, one RED per in-map move)."""
-    from harness.cudac.figures import Launch, figures_of, stages
 
     launches = []
-    for case, spec, shape in stages():
+    for case, spec, shape in cudac.report_stages():
         elements = conv_output_elements(spec, shape)
-        launches.append(Launch(case, -(-elements // BLOCK), (BLOCK,), 0, 0, scatter_moves(spec, shape),
+        launches.append(cudac.Launch(case, -(-elements // BLOCK), (BLOCK,), 0, 0, scatter_moves(spec, shape),
                                l2_bytes=atomic_l2_bytes(spec, shape, 4)))  # fmt: skip
     compiled = cudac.compile_cuda(cudac.CudaSource.read(KERNEL_SOURCE), arch)
-    return figures_of(compiled, {"sw_scatter_f32": launches})
+    return cudac.figures_of(compiled, {"sw_scatter_f32": launches})
 
 
 IMPLEMENTATION = Implementation(

@@ -10,19 +10,16 @@ without one, the same source runs as a host build (``harness.cudac``), which is 
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from harness import Branches, Computes, Execution, Implementation, ShiftwiseSpec, compulsory_bytes, cudac, move_tables
-from harness.cudac import launch as plumbing
 
 KERNEL_SOURCE = Path(__file__).with_suffix(".cu")
 BLOCK = 128
 #: Dynamic shared memory per block without opting in to more (sm_80, sm_90).
-SHARED_LIMIT = plumbing.SHARED_LIMIT
+SHARED_LIMIT = cudac.SHARED_LIMIT
 
 
 def _rows_shared_bytes(spec: ShiftwiseSpec, width: int, staged: int, moves: int, itemsize: int) -> int:
@@ -48,7 +45,7 @@ def launch_plan(spec: ShiftwiseSpec, shape, itemsize: int) -> dict:
     def columns_bytes_of(tile: int) -> int:
         return _columns_shared_bytes(spec, height, tables.columns.shape[1], tables.column_moves.shape[1], tile, itemsize)
 
-    tile = plumbing.widest_tile(columns_bytes_of)
+    tile = cudac.widest_tile(columns_bytes_of)
     if tile is None:
         raise ValueError(f"cupy_fused: a {height}-high column needs {columns_bytes_of(1)} bytes of shared memory, over {SHARED_LIMIT}")
     columns_bytes = columns_bytes_of(tile)
@@ -63,13 +60,13 @@ def forward(x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec) -> Branc
     x, weight = x.contiguous(), weight.contiguous()
     batch, channels, height, width = x.shape
     plan = launch_plan(spec, x.shape, x.element_size())
-    tables = plumbing.device_move_tables(spec, height, width, x.device)
+    tables = cudac.device_move_tables(spec, height, width, x.device)
     rows, row_moves, identity, columns, column_moves = (
         tables[name] for name in ("rows", "row_moves", "identity", "columns", "column_moves")
     )
     out_h, out_v, out_i = (torch.empty_like(x) for _ in range(3))
-    launch = plumbing.cupy_launcher(KERNEL_SOURCE, x.device)
-    suffix = plumbing.dtype_suffix(x.dtype)
+    launch = cudac.cupy_launcher(KERNEL_SOURCE, x.device)
+    suffix = cudac.dtype_suffix(x.dtype)
     sizes = (channels, height, width, spec.nk, spec.small_kernel)
     grid, block, shared = plan["rows"]
     launch(
@@ -124,7 +121,7 @@ def executed_work(spec: ShiftwiseSpec, shape) -> dict[str, tuple[int, int]]:
     k, e = spec.small_kernel, spec.extra_pad
     tables = move_tables(spec, height, width)
     identity = int((tables.identity >= 0).sum())
-    horizontal, vertical, identity_moves = plumbing.branch_moves(spec, height, width)
+    horizontal, vertical, identity_moves = cudac.branch_moves(spec, height, width)
     rows_fma = batch * height * k * k * (tables.staged_rows * (width + 2 * e) + identity * width)
     rows_adds = batch * (horizontal + identity_moves)
     columns_fma = batch * k * k * tables.staged_columns * (height + 2 * e) * width
@@ -135,15 +132,14 @@ def executed_work(spec: ShiftwiseSpec, shape) -> dict[str, tuple[int, int]]:
 def kernel_figures(arch: str) -> list:
     """ptxas and SASS figures of every kernel, with the float32 kernels' launches on each
     SW-tiny stage."""
-    from harness.cudac.figures import Launch, figures_of, stages
 
     launches: dict[str, list] = {}
-    for case, spec, shape in stages():
+    for case, spec, shape in cudac.report_stages():
         plan, work = launch_plan(spec, shape, 4), executed_work(spec, shape)
         for kernel, key in (("sw_fused_rows_f32", "rows"), ("sw_fused_columns_f32", "columns")):
             (grid,), block, shared = plan[key]
-            launches.setdefault(kernel, []).append(Launch(case, grid, block, shared, *work[kernel]))
-    return figures_of(cudac.compile_cuda(cudac.CudaSource.read(KERNEL_SOURCE), arch), launches)
+            launches.setdefault(kernel, []).append(cudac.Launch(case, grid, block, shared, *work[kernel]))
+    return cudac.figures_of(cudac.compile_cuda(cudac.CudaSource.read(KERNEL_SOURCE), arch), launches)
 
 
 IMPLEMENTATION = Implementation(

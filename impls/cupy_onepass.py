@@ -6,7 +6,7 @@ three branches from it into register accumulators; each output is written once, 
 atomics, and y never reaches DRAM (appendix B.2-B.4). Pruned kernels and wholly off-map
 slots are skipped through ``harness.moves``. The small kernel size, the conv's register
 tile and the outputs per thread are compile-time constants: one build per configuration
-(``harness.cudac.launch.specialise``), cached. On a GPU the build is NVRTC through
+(``harness.cudac.specialise``), cached. On a GPU the build is NVRTC through
 ``cupy.RawModule`` on torch's current stream; on the CPU the same specialised source runs
 as a host build (``harness.cudac``), which is how CI checks it.
 """
@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from harness import Branches, Computes, Execution, Implementation, ShiftwiseSpec, compulsory_bytes, cudac, move_tables, scatter_moves
-from harness.cudac import launch as plumbing
 
 KERNEL_SOURCE = Path(__file__).with_suffix(".cu")
 #: Most threads per plane (the outputs of a column are split over rows of threads), and the
@@ -83,7 +82,7 @@ def entry_table(spec: ShiftwiseSpec, height: int, width: int) -> np.ndarray:
     return table
 
 
-def launch_plan(spec: ShiftwiseSpec, shape, itemsize: int, shared_limit: int = plumbing.SHARED_LIMIT) -> Plan:
+def launch_plan(spec: ShiftwiseSpec, shape, itemsize: int, shared_limit: int = cudac.SHARED_LIMIT) -> Plan:
     """The launch for input ``shape``, or a ValueError naming the limit it would exceed."""
     batch, channels, height, width = shape
     k, e, p = spec.small_kernel, spec.extra_pad, spec.small_kernel - 1
@@ -124,12 +123,12 @@ def _device_table(spec: ShiftwiseSpec, height: int, width: int, device: torch.de
 def forward(x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec) -> Branches:
     x, weight = x.contiguous(), weight.contiguous()
     batch, channels, height, width = x.shape
-    plan = launch_plan(spec, x.shape, x.element_size(), plumbing.max_shared_optin(x.device))
+    plan = launch_plan(spec, x.shape, x.element_size(), cudac.max_shared_optin(x.device))
     table = _device_table(spec, height, width, x.device)
     out_h, out_v, out_i = (torch.empty_like(x) for _ in range(3))
-    launch = plumbing.cupy_launcher(plumbing.specialise(KERNEL_SOURCE, plan.defines), x.device)
+    launch = cudac.cupy_launcher(cudac.specialise(KERNEL_SOURCE, plan.defines), x.device)
     launch(
-        f"sw_onepass_{plumbing.dtype_suffix(x.dtype)}", (plan.grid,), plan.block, x, weight, out_h, out_v, out_i,
+        f"sw_onepass_{cudac.dtype_suffix(x.dtype)}", (plan.grid,), plan.block, x, weight, out_h, out_v, out_i,
         table, batch * channels, channels, spec.nk, height, width, spec.groups, plan.entries,
         shared_bytes=plan.shared_bytes,
     )  # fmt: skip
@@ -169,17 +168,15 @@ def _execution(device: torch.device) -> Execution:
 def kernel_figures(arch: str) -> list:
     """The float32 kernel as built and launched for each SW-tiny stage (one build per stage),
     with its launch and the work it executes there."""
-    from harness.cudac.figures import Launch, figures_of, stages
-    from harness.cudac.occupancy import ARCH
 
     figures = []
-    for case, spec, shape in stages():
-        plan = launch_plan(spec, shape, 4, ARCH[arch].shared_per_block_optin)
-        compiled = cudac.compile_cuda(cudac.CudaSource.read(plumbing.specialise(KERNEL_SOURCE, plan.defines)), arch)
+    for case, spec, shape in cudac.report_stages():
+        plan = launch_plan(spec, shape, 4, cudac.ARCH_LIMITS[arch].shared_per_block_optin)
+        compiled = cudac.compile_cuda(cudac.CudaSource.read(cudac.specialise(KERNEL_SOURCE, plan.defines)), arch)
         fma, adds = executed_flops(spec, shape)
-        launch = Launch(case, plan.grid, plan.block, plan.shared_bytes, fma, adds)
+        launch = cudac.Launch(case, plan.grid, plan.block, plan.shared_bytes, fma, adds)
         build = f"{case.split('-b')[0]}: " + " ".join(f"{k.removeprefix('SW_')}={v}" for k, v in plan.defines.items())
-        figures += [f for f in figures_of(compiled, {"sw_onepass_f32": [launch]}, build) if f.kernel == "sw_onepass_f32"]
+        figures += [f for f in cudac.figures_of(compiled, {"sw_onepass_f32": [launch]}, build) if f.kernel == "sw_onepass_f32"]
     return figures
 
 

@@ -24,18 +24,16 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from harness import Branches, Computes, Execution, Implementation, ShiftwiseSpec, compulsory_bytes, conv_output_elements, move_tables
-from harness.cudac import launch as plumbing
+from harness import Branches, Computes, Execution, Implementation, ShiftwiseSpec, compulsory_bytes, conv_output_elements, cudac, move_tables
 
 SIMULATOR_ENV = "NUMBA_ENABLE_CUDASIM"
 cuda = None  # numba.cuda, bound by _kernels() on first use
 #: Threads per block; rows and column tiles loop when they are longer.
 BLOCK = 128
 #: Shared memory one block may use (the default per-block limit on sm_80 and sm_90).
-SHARED_LIMIT = plumbing.SHARED_LIMIT
+SHARED_LIMIT = cudac.SHARED_LIMIT
 
 
 def _simulated() -> bool:
@@ -151,7 +149,7 @@ def _table_bytes(moves: int) -> int:
 
 def _column_tile(staged_kernels: int, hy: int, itemsize: int, moves: int = 0) -> int:
     """Widest tile (<= 32 columns, a power of two) whose staged columns fit in shared memory."""
-    tile = plumbing.widest_tile(lambda tile: _table_bytes(moves) + max(1, staged_kernels) * hy * tile * itemsize)
+    tile = cudac.widest_tile(lambda tile: _table_bytes(moves) + max(1, staged_kernels) * hy * tile * itemsize)
     if tile is None:
         raise ValueError(
             f"numba_shared: {staged_kernels} staged columns of height {hy} exceed {SHARED_LIMIT} bytes of shared memory"
@@ -196,7 +194,7 @@ def shift_add(y: torch.Tensor, spec: ShiftwiseSpec) -> Branches:
     else:
         view = cuda.as_cuda_array
         stream = cuda.external_stream(torch.cuda.current_stream(y.device).cuda_stream)
-    tables = plumbing.device_move_tables(spec, height, width, y.device)
+    tables = cudac.device_move_tables(spec, height, width, y.device)
 
     rows_kernel, columns_kernel = _kernels(str(y.dtype).removeprefix("torch."))
     grid, threads, shared = plan["rows"]
@@ -276,8 +274,6 @@ def kernel_figures(arch: str):
     from numba import cuda
 
     from harness.cudac import parse_ptxas_log
-    from harness.cudac.figures import Launch, stages, with_sass
-    from harness.cudac.sass import kernel_sass
 
     ptxas = find_nvidia_binary_utility("ptxas")
     if ptxas is None:
@@ -290,12 +286,12 @@ def kernel_figures(arch: str):
         "columns_kernel": f"(float32[:, :, :, ::1], float32[:, :, :, ::1], {index}, int32[:, :, ::1], int64, int64)",
     }
     launches = {"rows_kernel": [], "columns_kernel": []}
-    for case, spec, shape in stages():
+    for case, spec, shape in cudac.report_stages():
         plan = launch_plan(spec, shape, 4)
-        horizontal, vertical, identity = plumbing.branch_moves(spec, shape[2], shape[3])
+        horizontal, vertical, identity = cudac.branch_moves(spec, shape[2], shape[3])
         for name, adds in (("rows_kernel", horizontal + identity), ("columns_kernel", vertical)):
             grid, threads, shared = plan[name.removesuffix("_kernel")]
-            launches[name].append(Launch(case, grid, (threads,), shared, 0, shape[0] * adds))
+            launches[name].append(cudac.Launch(case, grid, (threads,), shared, 0, shape[0] * adds))
     figures = []
     for name, kernel in (("rows_kernel", rows_kernel), ("columns_kernel", columns_kernel)):
         ptx, _ = cuda.compile_ptx(kernel.py_func, signatures[name], cc=cc)
@@ -307,9 +303,9 @@ def kernel_figures(arch: str):
                 raise RuntimeError(f"ptxas failed on {name} for {arch}:\n{done.stderr}")
             code = cubin.read_bytes()
         (entry,) = parse_ptxas_log(done.stdout + done.stderr, arch).values()
-        (sass,) = kernel_sass(code).values()
+        (sass,) = cudac.kernel_sass(code).values()
         ptxas_figures = entry.__class__(**{**vars(entry), "kernel": name})
-        figures.append(with_sass(ptxas_figures, sass, launches[name]))
+        figures.append(cudac.with_sass(ptxas_figures, sass, launches[name]))
     return figures
 
 

@@ -13,9 +13,38 @@ from harness.cudac.host import HostModule, host_compiler, unsupported_features
 from harness.cudac.sanitizer_runtime import SanitizerError
 from harness.cudac.nvrtc import ARCHITECTURES, PtxasFigures, compile_cuda, nvrtc_unavailable_reason, parse_ptxas_log
 from harness.cudac.source import CudaSource
+from harness.cudac.figures import KernelFigures, Launch, figures_of, with_sass
+from harness.cudac.figures import stages as report_stages
+from harness.cudac.launch import (
+    SHARED_LIMIT,
+    branch_moves,
+    cupy_launcher,
+    device_move_tables,
+    dtype_suffix,
+    max_shared_optin,
+    specialise,
+    widest_tile,
+)
+from harness.cudac.occupancy import ARCH as ARCH_LIMITS
+from harness.cudac.sass import kernel_sass
 
 __all__ = [
     "ARCHITECTURES",
+    "ARCH_LIMITS",
+    "KernelFigures",
+    "Launch",
+    "SHARED_LIMIT",
+    "branch_moves",
+    "cupy_launcher",
+    "device_move_tables",
+    "dtype_suffix",
+    "figures_of",
+    "kernel_sass",
+    "max_shared_optin",
+    "report_stages",
+    "specialise",
+    "widest_tile",
+    "with_sass",
     "CudaSource",
     "HostEmulationError",
     "HostModule",
