@@ -8,18 +8,19 @@
 //           runs until it reaches __syncthreads or returns, then the next one runs; when every
 //           fiber waits at a barrier they are all released;
 //   THREADS (the sanitizer builds, -fsanitize=thread / address): each CUDA thread of a block is
-//           a real OS thread, the barrier a mutex + condition variable (which ThreadSanitizer
-//           models exactly: every write before a barrier happens-before every read after it,
-//           and nothing else orders the threads), so races between barriers are visible.
+//           a real OS thread, the barrier one that ThreadSanitizer models exactly (every
+//           access before a barrier happens-before every access after it, and nothing else
+//           orders the threads, see BlockBarrier), so races between barriers are visible.
 // In LOOP and FIBERS the threads of a block run in a *schedule*: thread-index order, reverse
 // order (blocks in reverse too) or a seeded shuffle; comparing schedules (harness/cudac/
 // schedules.py) exposes results that depend on an order a GPU does not promise.
 // A block in which some threads returned while others wait at a barrier (divergent
 // __syncthreads) is reported as an error in every mode, never hangs.
 //
-// Shared memory: every block gets its own allocations, each of exactly the declared size
-// (so AddressSanitizer reports one element past the end), filled with a poison byte (0xFF:
-// NaN in float and double) rather than zeroed:
+// Shared memory: every block gets its own allocations, each of exactly the declared size,
+// filled with a poison byte (0xFF: NaN in float and double) rather than zeroed, between guard
+// bytes (SWEMU_GUARD, checked after the block: a write just outside is reported; 0 in the
+// AddressSanitizer build, which then reports any access one element past the end):
 //   - static __shared__ declarations (rewritten by the Python side into shared_static<T>(tag)
 //     calls): each declaration registers its size when the library loads; a block allocates
 //     all of them before its threads start;
@@ -36,11 +37,15 @@
 // memory, atomics other than atomicAdd.
 #pragma once
 
+#include <linux/futex.h>
 #include <pthread.h>
+#include <sys/syscall.h>
 #include <ucontext.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <climits>
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
@@ -159,42 +164,53 @@ struct DivergentBarrier {};
 inline constexpr const char* DIVERGENT =
     "divergent __syncthreads: some threads of the block returned while others wait at a barrier";
 
-// The barrier of one block in THREADS mode.
+// The barrier of one block in THREADS mode, built for ThreadSanitizer: the only operations
+// that order threads are the atomics below, and each thread *releases* only when it arrives
+// and *acquires* only when it leaves, so everything before the barrier happens-before
+// everything after it, and nothing else does. (A mutex + condition variable, like TSan's own
+// pthread_barrier model, would also hand a late-waking thread the history of a fast one that
+// has already run on to the next barrier, hiding the races between them.) Waiting is a futex
+// on the generation word, a raw system call TSan does not see. A thread that returns is
+// counted (relaxed: no ordering); when the threads that returned and those waiting make up
+// the block, the barrier is divergent and every waiter is released with an error.
 struct BlockBarrier {
-    std::mutex mutex;
-    std::condition_variable released;
-    unsigned threads, arrived = 0, done = 0;
-    unsigned long long generation = 0;
-    bool broken = false;
+    const unsigned threads;
+    std::atomic<unsigned> arrived{0}, done{0}, generation{0};
+    std::atomic<bool> broken{false};
 
     explicit BlockBarrier(unsigned n) : threads(n) {}
-    void check_divergence() {  // with mutex held
-        if (arrived > 0 && done > 0 && arrived + done == threads) {
-            broken = true;
-            released.notify_all();
-        }
+    void wake_all() {
+        syscall(SYS_futex, reinterpret_cast<unsigned*>(&generation), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+    }
+    bool divergent() {
+        const unsigned returned = done.load(std::memory_order_relaxed);
+        return returned > 0 && arrived.load(std::memory_order_relaxed) + returned >= threads;
     }
     void wait() {
-        std::unique_lock<std::mutex> lock(mutex);
-        if (broken) throw DivergentBarrier{};
-        if (++arrived == threads) {
-            arrived = 0;
-            ++generation;
-            released.notify_all();
+        if (broken.load(std::memory_order_relaxed)) throw DivergentBarrier{};
+        const unsigned mine = generation.load(std::memory_order_acquire);
+        if (arrived.fetch_add(1, std::memory_order_acq_rel) + 1 == threads) {
+            arrived.store(0, std::memory_order_relaxed);
+            generation.store(mine + 1, std::memory_order_release);
+            wake_all();
             return;
         }
-        check_divergence();
-        const unsigned long long mine = generation;
-        released.wait(lock, [&] { return generation != mine || broken; });
-        if (generation == mine) throw DivergentBarrier{};
+        while (generation.load(std::memory_order_acquire) == mine) {
+            if (divergent()) {
+                broken.store(true, std::memory_order_relaxed);
+                wake_all();
+            }
+            if (broken.load(std::memory_order_relaxed)) throw DivergentBarrier{};
+            timespec timeout{0, 2000000};  // re-check for divergence every 2 ms
+            syscall(SYS_futex, reinterpret_cast<unsigned*>(&generation), FUTEX_WAIT_PRIVATE, mine, &timeout, nullptr, 0);
+        }
     }
     // A thread returned (the team keeps its OS thread alive until the block is over, so
     // ThreadSanitizer never reuses a finished thread's slot for another thread of the block,
     // which would hide the races between the two).
     void exit() {
-        std::lock_guard<std::mutex> lock(mutex);
-        ++done;
-        check_divergence();
+        done.fetch_add(1, std::memory_order_relaxed);
+        wake_all();
     }
 };
 

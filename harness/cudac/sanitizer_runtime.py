@@ -67,14 +67,15 @@ def _sanitizer(name: str) -> Sanitizer:
 
 
 def build_flags(name: str) -> tuple[str, ...]:
-    """Compiler flags of a sanitized host build: debug lines, light optimisation. The ASan
+    """Compiler flags of a sanitized host build: line tables, no optimisation (the shapes are
+    small: compiling is most of the cost; every access stays where the source has it). The ASan
     build has no guard bytes around shared memory (exact-size allocations, so one element past
     the end is reported) and recovers from a report; the TSan build keeps the guards (its
     allocator packs blocks tightly: a write past the end would corrupt a neighbour)."""
     sanitizer = _sanitizer(name)
     extra = ("-fsanitize-recover=address", "-DSWEMU_GUARD=0") if name == "address" else ()
     return (
-        "-std=c++20", "-O1", "-g1", "-fno-omit-frame-pointer", "-fPIC", "-shared", "-pthread", "-fno-fast-math",
+        "-std=c++20", "-O0", "-g1", "-fno-omit-frame-pointer", "-fPIC", "-shared", "-pthread", "-fno-fast-math",
         "-ffp-contract=off", sanitizer.flag, *extra,
     )  # fmt: skip
 
@@ -226,7 +227,13 @@ def checked_launch(file: str, kernel: str, run) -> None:
     log = _log(base)
     log.read_new()  # anything before this launch is not its report
     log.launches += 1
-    run()
+    try:
+        run()
+    except HostEmulationError as error:  # e.g. a divergent barrier: a report explains more
+        reports = parse_reports(log.read_new())
+        if reports:
+            raise SanitizerError(file, kernel, reports[0]) from error
+        raise
     reports = parse_reports(log.read_new())
     if reports:
         raise SanitizerError(file, kernel, reports[0])

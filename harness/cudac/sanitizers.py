@@ -37,7 +37,7 @@ from harness.cudac.sanitizer_runtime import (
 )
 
 __all__ = ["SANITIZERS", "Child", "SanitizerError", "SanitizerReport", "parse_reports", "reproducer", "results",
-           "run_child", "start_child", "unavailable_reason"]  # fmt: skip
+           "run_checks", "run_child", "start_child", "unavailable_reason"]  # fmt: skip
 
 #: A line of the ``check`` command's output that carries one result as JSON.
 RESULT_PREFIX = "SWEMU-RESULT "
@@ -95,7 +95,9 @@ def reproducer(name: str, impl: str, case_args: str) -> str:
     return f"python -m harness.cudac.sanitizers {name} check --impl {impl} --case {shlex.quote(case_args)}"
 
 
-def _check(name: str, pairs: list[tuple[str, str]]) -> int:
+def run_checks(name: str, pairs: list[tuple[str, str]]) -> int:
+    """In the sanitized process: check each (implementation, case string), printing one
+    ``SWEMU-RESULT`` line per check (and the report of a failure on stderr); 1 if any failed."""
     import torch
 
     import harness
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             impls = impls * len(cases)
         if len(impls) != len(cases):
             parser.error("give one --impl, or one --impl per --case")
-        return _check(options.sanitizer, list(zip(impls, cases)))
+        return run_checks(options.sanitizer, list(zip(impls, cases)))
     import runpy
 
     sys.argv = [options.script, *options.arguments]

@@ -4,7 +4,9 @@ must catch its bug in each mode of the host emulation.
 Run as a script (``python -m harness.cudac.sanitizers thread run tests/cuda/known_bad.py``)
 it launches every kernel once in this process, under whatever build the process gets, and
 prints one ``SWEMU-BAD {json}`` line per kernel: the error raised (type and message) or none,
-and whether the output matched the bug-free result.
+and whether the output matched the bug-free result. Then, for each ``--check IMPL CASE`` pair
+it was given, it checks that implementation on that case string in the same process
+(``harness.cudac.sanitizers.run_checks``): one sanitized process does both.
 """
 
 from __future__ import annotations
@@ -143,7 +145,7 @@ def _record(kernel: str, run) -> dict:
     return record
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
     from harness.cudac import load_module
 
     torch.set_num_threads(1)
@@ -153,8 +155,16 @@ def main() -> int:
     probes = load_module(PROBES, "cpu")
     for kernel in PROBE_KERNELS:
         print(PREFIX + json.dumps(_record(kernel, lambda: (None, _probe(probes, kernel)))), flush=True)
-    return 0
+    if not argv:
+        return 0
+    import os
+
+    from harness.cudac.sanitizers import run_checks
+
+    if len(argv) % 3 or any(flag != "--check" for flag in argv[::3]):
+        raise SystemExit(f"usage: known_bad.py [--check IMPL CASE]..., got {argv}")
+    return run_checks(os.environ["SW_HOST_SANITIZER"], list(zip(argv[1::3], argv[2::3])))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
