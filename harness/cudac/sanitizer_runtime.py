@@ -5,8 +5,8 @@ compiler flags and runtimes, reading their reports, and turning a report into a
 Two builds of a ``.cu`` beside the fast one, both with a real OS thread per CUDA thread
 (``host_runtime.h``'s THREADS mode) and every block's shared memory its own allocations:
 
-- ``thread``: ``-fsanitize=thread``. ThreadSanitizer sees the barrier (a mutex and a condition
-  variable) and nothing else that orders a block's threads, so two accesses to the same shared
+- ``thread``: ``-fsanitize=thread``. ThreadSanitizer sees the barrier (acquire/release atomics,
+  see ``host_runtime.h``) and nothing else that orders a block's threads, so two accesses to the same shared
   or global memory between barriers, at least one a write and not both atomic, are a race.
 - ``address``: ``-fsanitize=address``. Every shared allocation is of exactly the declared size,
   so an access one element outside a ``__shared__`` array or the dynamic shared memory, or
