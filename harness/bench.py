@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from harness import machine
-from harness.cases import Case
+from harness.cases import TIERS, Case
 from harness.checking import CheckCase, bitwise_equal, compare_with_reference, expected_result, make_inputs
 from harness.peers import Peer, peers
 from harness.perf import Workload, useful_flops
@@ -89,8 +89,10 @@ class Computation:
     def devices(self) -> tuple[str, ...]:
         return self.implementation.devices if self.implementation else ("cpu", "cuda")
 
-    def not_benchmarked_reason(self, device: str) -> str | None:
-        """Why this computation is not timed on ``device`` here, or None if it is."""
+    def not_benchmarked_reason(self, device: str, tier: str = "full") -> str | None:
+        """Why this computation is not timed on ``device`` in a ``tier`` run here, or None if it is."""
+        if self.peer is not None and not tier_includes(tier, self.peer.tier):
+            return f"timed from the {self.peer.tier} tier on: {self.peer.tier_reason}"
         if self.implementation is None:
             if device == "cuda" and not torch.cuda.is_available():
                 return "no CUDA device (torch.cuda.is_available() is False)"
@@ -132,6 +134,11 @@ class Computation:
             return "matches the reference within the error bound"
 
         return Prepared(_synchronized(run, device), workload, verify)
+
+
+def tier_includes(run_tier: str, first_tier: str) -> bool:
+    """Whether a ``run_tier`` run includes what is timed from ``first_tier`` on (full includes quick)."""
+    return TIERS.index(first_tier) <= TIERS.index(run_tier)
 
 
 def computations() -> list[Computation]:

@@ -19,7 +19,7 @@ import torch
 from harness import machine
 from harness.bench import Session, computations
 from harness.cases import TIERS, in_tier, load_cases, suite_descriptions
-from harness.cudac.report import kernel_table
+from harness.cudac.kernel_table import kernel_table
 
 _SESSION = pytest.StashKey[Session]()
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -85,7 +85,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         for device in _devices(config):
             if device not in computation.devices:
                 continue
-            reason = computation.not_benchmarked_reason(device)
+            reason = computation.not_benchmarked_reason(device, tier)
             if reason is not None:
                 session.skip(computation, device, reason)
                 mark = pytest.mark.skip(reason=f"{computation.name} on {device} not timed: {reason}")

@@ -144,7 +144,7 @@ def _report(args: argparse.Namespace, console: Console) -> int:
 
 def _kernels(args: argparse.Namespace, console: Console) -> int:
     from harness.cudac import nvrtc_unavailable_reason
-    from harness.cudac.report import kernel_table, kernel_table_markdown
+    from harness.cudac.kernel_table import kernel_table, kernel_table_markdown
 
     reason = nvrtc_unavailable_reason()
     if reason:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.cases import Case
-from harness.reference import exact_math, merge_kernels, merged_forward, small_conv
+from harness.reference import merge_kernels, merged_forward, no_tf32, small_conv
 from harness.registry import Role
 from harness.spec import ShiftwiseSpec
 
@@ -59,6 +59,11 @@ class Peer:
     prepare: Callable[[Case, torch.Tensor, torch.Tensor], PreparedPeer]
     #: the results tables' speed baseline (exactly one peer: rep_merged)
     baseline: bool = False
+    #: the first benchmark tier that times it ("full": too slow to prepare or run for the quick
+    #: tier's minutes on a small machine; listed as not run there, with that reason)
+    tier: str = "quick"
+    #: why it waits for that tier, for the not-run listing
+    tier_reason: str = ""
 
 
 def _depthwise(x: torch.Tensor, kernel: torch.Tensor, padding: tuple[int, int, int, int]) -> torch.Tensor:
@@ -124,7 +129,7 @@ def _merged_way(layout: str, padding: str):
         far = spec.nk * spec.small_kernel - 1 - half
 
         def run() -> tuple[torch.Tensor, ...]:
-            with exact_math(deterministic=False):
+            with no_tf32():
                 if padding == "symmetric":
                     out_h = F.conv2d(x, h, padding=(r, radius), groups=c)
                     out_v = F.conv2d(x, v, padding=(radius, r), groups=c)
@@ -157,7 +162,7 @@ def _rep_cross(case: Case, x: torch.Tensor, weight: torch.Tensor) -> PreparedPee
     radius = kernel.shape[-1] // 2
 
     def run() -> torch.Tensor:
-        with exact_math(deterministic=False):
+        with no_tf32():
             return F.conv2d(x, kernel, padding=radius, groups=x.shape[1])
 
     return PreparedPeer(run, _conv_flops(x, [kernel]), _bytes(x, [kernel], 1))
@@ -181,7 +186,7 @@ def _compiled_rep_merged(case: Case, x: torch.Tensor, weight: torch.Tensor) -> P
     def forward():
         return merged_forward(x, kernels, spec, deterministic=False)
 
-    with exact_math(deterministic=False):
+    with no_tf32():
         run, seconds = _compiled(forward)
     return PreparedPeer(run, _conv_flops(x, merged), _bytes(x, merged, 3), seconds)
 
@@ -204,7 +209,7 @@ def _compiled_torch_roll(case: Case, x: torch.Tensor, weight: torch.Tensor) -> P
     def forward():
         return shift_add(small_conv(x, weight, spec), spec)
 
-    with exact_math(deterministic=False):
+    with no_tf32():
         run, seconds = _compiled(forward)
     return PreparedPeer(run, torch_roll_flops(spec, tuple(x.shape)), _bytes(x, [weight], 3), seconds)
 
@@ -222,7 +227,7 @@ def _slak_strips(case: Case, x: torch.Tensor, weight: torch.Tensor) -> PreparedP
     tall, wide, small = _random_kernels(case, x, [(m, 5), (5, m), (5, 5)])
 
     def run() -> tuple[torch.Tensor, ...]:
-        with exact_math(deterministic=False):
+        with no_tf32():
             return (
                 _depthwise(x, tall, (2, 2, m // 2, m // 2)),
                 _depthwise(x, wide, (m // 2, m // 2, 2, 2)),
@@ -236,10 +241,14 @@ def _unireplk(case: Case, x: torch.Tensor, weight: torch.Tensor) -> PreparedPeer
     (kernel,) = _random_kernels(case, x, [(13, 13)])
 
     def run() -> torch.Tensor:
-        with exact_math(deterministic=False):
+        with no_tf32():
             return F.conv2d(x, kernel, padding=6, groups=x.shape[1])
 
     return PreparedPeer(run, _conv_flops(x, [kernel]), _bytes(x, [kernel], 1))
+
+
+#: Measured on the project's 2-core box (SW-tiny stage 1): an inductor compile per case's shape.
+_COMPILE_COST = "inductor compiles per case shape (21 s for rep_merged, 58 s for torch_roll at SW-tiny stage 1 on a 2-core CPU)"
 
 
 def peers() -> dict[str, Peer]:
@@ -255,11 +264,11 @@ def peers() -> dict[str, Peer]:
         Peer("rep_merged_cl_pad", "the 3 merged convs, channels_last, exact strips and F.pad",
              way, _merged_way("channels_last", "pad")),
         Peer("rep_cross", "one depthwise conv with the summed cross-shaped (2R+1)^2 kernel (the branches' sum)",
-             way, _rep_cross),
+             way, _rep_cross, tier="full", tier_reason="a dense (2R+1)^2 kernel: 0.55 s a call at SW-tiny stage 1, B=4, on a 2-core CPU"),
         Peer("compiled_rep_merged", "torch.compile (inductor) of rep_merged; compile time reported, not timed",
-             way, _compiled_rep_merged),
+             way, _compiled_rep_merged, tier="full", tier_reason=_COMPILE_COST),
         Peer("compiled_torch_roll", "torch.compile (inductor) of the small conv + torch_roll's slice-and-adds",
-             way, _compiled_torch_roll),
+             way, _compiled_torch_roll, tier="full", tier_reason=_COMPILE_COST),
         Peer("slak_strips", "SLaK: M x 5 + 5 x M + 5 x 5 depthwise convs (another operator)", other, _slak_strips),
         Peer("unireplk_13x13", "UniRepLKNet: one 13 x 13 depthwise conv (another operator)", other, _unireplk),
     ]  # fmt: skip

@@ -89,10 +89,7 @@ def merge_kernels(weight: torch.Tensor, spec: ShiftwiseSpec) -> MergedKernels:
 
 
 @contextlib.contextmanager
-def exact_math(deterministic: bool = True):
-    """No TF32 and, unless ``deterministic`` is False, deterministic algorithms while the
-    reference runs (restored afterwards). Timed peers pass False: they must compute in true
-    FP32 like the implementations, but may use the fastest (nondeterministic) algorithms."""
+def _math_flags(deterministic: bool):
     saved = (
         torch.backends.cudnn.allow_tf32,
         torch.backends.cuda.matmul.allow_tf32,
@@ -109,16 +106,27 @@ def exact_math(deterministic: bool = True):
         torch.use_deterministic_algorithms(saved[2])
 
 
+def exact_math():
+    """No TF32 and deterministic algorithms while the reference runs (restored afterwards)."""
+    return _math_flags(deterministic=True)
+
+
+def no_tf32():
+    """True FP32 (TF32 off) with whatever algorithms torch finds fastest: how the timed peers
+    run, computing in the same precision as the implementations (restored afterwards)."""
+    return _math_flags(deterministic=False)
+
+
 def merged_forward(
     x: torch.Tensor, kernels: MergedKernels, spec: ShiftwiseSpec, *, deterministic: bool = True
 ) -> Branches:
     """Run the three merged depthwise convs with the exact (asymmetric) zero padding
-    (``deterministic``: see ``exact_math``)."""
+    (deterministic algorithms, ``exact_math``, unless ``deterministic`` is False: then ``no_tf32``)."""
     half = spec.big_kernel // 2
     far = spec.nk * spec.small_kernel - 1 - half  # offset of the last strip tap; > half if k ∤ M
     r = spec.small_kernel // 2
     c = spec.channels
-    with exact_math(deterministic):
+    with exact_math() if deterministic else no_tf32():
         # F.pad order: (left, right, top, bottom)
         h = F.conv2d(F.pad(x, (half, far, r, r)), kernels.h, groups=c)
         v = F.conv2d(F.pad(x, (r, r, half, far)), kernels.v, groups=c)

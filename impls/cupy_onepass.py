@@ -126,7 +126,10 @@ def forward(x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec) -> Branc
     plan = launch_plan(spec, x.shape, x.element_size(), cudac.max_shared_optin(x.device))
     table = _device_table(spec, height, width, x.device)
     out_h, out_v, out_i = (torch.empty_like(x) for _ in range(3))
-    launch = cudac.cupy_launcher(cudac.specialise(KERNEL_SOURCE, plan.defines), x.device)
+    defines = plan.defines
+    if x.device.type == "cpu":  # the host build ignores __launch_bounds__: one build serves every bound
+        defines = {**defines, "SW_THREADS": 1024, "SW_MIN_BLOCKS": 1}
+    launch = cudac.cupy_launcher(cudac.specialise(KERNEL_SOURCE, defines), x.device)
     launch(
         f"sw_onepass_{cudac.dtype_suffix(x.dtype)}", (plan.grid,), plan.block, x, weight, out_h, out_v, out_i,
         table, batch * channels, channels, spec.nk, height, width, spec.groups, plan.entries,

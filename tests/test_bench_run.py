@@ -37,6 +37,15 @@ def test_emulated_gpu_code_is_never_timed():
     assert by_name["rep_merged"].not_benchmarked_reason("cpu") is None
 
 
+def test_peers_too_slow_for_the_quick_tier_wait_for_the_full_tier():
+    by_name = {c.name: c for c in computations()}
+    for name in ("compiled_rep_merged", "compiled_torch_roll", "rep_cross"):
+        reason = by_name[name].not_benchmarked_reason("cpu", "quick")
+        assert reason is not None and reason.startswith("timed from the full tier on: "), name
+        assert by_name[name].not_benchmarked_reason("cpu", "full") is None
+    assert by_name["rep_merged_cl"].not_benchmarked_reason("cpu", "quick") is None
+
+
 def test_a_correct_implementation_is_verified_and_deterministic():
     (roll,) = [c for c in computations() if c.name == "torch_roll"]
     prepared = roll.prepare(CASE, torch.float32, "cpu")

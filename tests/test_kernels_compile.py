@@ -8,7 +8,7 @@ import pytest
 from harness import implementations
 from harness.cudac import ARCHITECTURES, CudaSource, compile_cuda, nvrtc_unavailable_reason, parse_ptxas_log
 from harness.cudac.estimate import GPUS, lower_bound
-from harness.cudac.report import estimate_table, kernel_table
+from harness.cudac.kernel_table import estimate_table, kernel_table
 from harness.registry import DEFAULT_IMPLS_DIR
 
 SOURCES = sorted(DEFAULT_IMPLS_DIR.glob("*.cu")) + sorted((Path(__file__).parent / "cuda").glob("*.cu"))

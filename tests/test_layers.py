@@ -14,6 +14,8 @@ CASES = [case for case in load_cases(suites=SUITES) if case.batch <= 2]
 @pytest.mark.parametrize("mode", ["exact", "float"])
 @pytest.mark.parametrize("case", CASES, ids=lambda case: f"{case.suite}-{case.name}")
 def test_matches_reference_on_case(impl, device, case, mode):
+    if mode == "float" and impl.runs_on(device).emulated and case.suite != "edge":
+        pytest.skip("emulated GPU code on a real layer: exact mode only (float mode runs on the edge shapes and in the Hypothesis property)")
     try:
         # Gradients on the small (edge) shapes only: at real layer sizes an exact backward costs
         # minutes and checks nothing the Hypothesis gradient tests do not.

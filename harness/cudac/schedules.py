@@ -144,6 +144,14 @@ def _caller_tensors(depth: int = 16) -> list:
     return found
 
 
+def _is_tensor(obj: object, tensor_type: type) -> bool:
+    """isinstance that survives the heap's dead weak proxies (touching one raises ReferenceError)."""
+    try:
+        return isinstance(obj, tensor_type)
+    except ReferenceError:
+        return False
+
+
 def _containing(spans: list[tuple[int, int]], address: int) -> tuple[int, int] | None:
     return next(((start, size) for start, size in spans if start <= address < start + size), None)
 
@@ -162,7 +170,7 @@ def written_buffers(file: str, signature, args: Sequence) -> list[tuple[int, int
 
         with warnings.catch_warnings():  # isinstance on every object touches deprecated attributes
             warnings.simplefilter("ignore")
-            spans = _storages([o for o in gc.get_objects() if isinstance(o, torch.Tensor)])
+            spans = _storages([o for o in gc.get_objects() if _is_tensor(o, torch.Tensor)])
     buffers: dict[tuple[int, int], list] = {}
     for param, address in wanted:
         span = _containing(spans, address)

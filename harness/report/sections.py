@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from harness.cudac.report import COLUMNS as KERNEL_COLUMNS
+from harness.cudac.kernel_table import COLUMNS as KERNEL_COLUMNS
 from harness.registry import Role
 from harness.report.format import ABOVE_ROOF, ABOVE_ROOF_NOTE, MISSING, number, pct_roofline, table
 from harness.report.frame import CASE_PARAMS, KEY, case_order, compare
