@@ -152,10 +152,16 @@ def listings(runs: Sequence[Run]) -> list[str]:
     if not kernels.empty or errors:
         parts.append("## GPU kernels (ptxas)")
     if not kernels.empty:
-        order = [c for c in ("implementation", "kernel", "arch") if c in kernels]
+        # The ptxas figures and occupancy per launch; the SASS mix and the GPU estimates are in
+        # `swbench kernels` (reports/kernels.md), too wide for this report.
+        shown = [c for c in (*KERNEL_COLUMNS, "case", "dynamic_shared_bytes", "occupancy") if c in kernels]
+        kernels = kernels[shown]
+        order = [c for c in ("implementation", "kernel", "arch", "case") if c in kernels]
         kernels = kernels.map(lambda v: repr(v) if isinstance(v, (dict, list)) else v).drop_duplicates().sort_values(order)
         integral = kernels.map(lambda v: str(int(v)) if isinstance(v, float) and v.is_integer() else v)
-        parts.append(table(integral.rename(columns=KERNEL_COLUMNS)))
+        parts.append(table(integral.rename(columns=KERNEL_COLUMNS | {"dynamic_shared_bytes": "dynamic shared (B)"})))
+        parts.append("The SASS instruction mix and the labelled A100/H100 lower-bound estimates: `swbench kernels` "
+                     "(reports/kernels.md).")
     return parts + [f"- {name}: kernels did not build: {error}" for name, error in errors]
 
 
