@@ -103,14 +103,7 @@ def traffic(spec: ShiftwiseSpec, shape, itemsize: int) -> int:
 
 
 def _execution(device: torch.device) -> Execution:
-    if device.type == "cpu":
-        return cudac.execution(KERNEL_SOURCE, device)
-    mode = "GPU: cupy.RawModule (NVRTC) on torch's current stream, DLPack views"
-    try:
-        import cupy  # noqa: F401
-    except ImportError as error:
-        return Execution(mode, f"CuPy is not installed ({error}); install cupy-cuda13x (or cupy-cuda12x for a CUDA 12 driver)")
-    return Execution(mode, cudac.unavailable_reason(KERNEL_SOURCE, device))
+    return cudac.cupy_execution(KERNEL_SOURCE, device)
 
 
 def executed_work(spec: ShiftwiseSpec, shape) -> dict[str, tuple[int, int]]:

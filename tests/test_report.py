@@ -439,3 +439,19 @@ def test_a_suite_is_introduced_by_its_description(tmp_path):
 
     descriptions = suite_descriptions()
     assert descriptions["edge"].startswith("Shapes that break") and load_suite  # every committed suite has one
+
+
+def test_a_sweep_per_stage_gets_a_panel_per_stage_and_borrows_the_stage_s_own_case(tmp_path):
+    stages = {"s1": dict(big_kernel=51, channels=60, height=56, width=56), "s4": dict(big_kernel=13, channels=492, height=7, width=7)}
+    benchmarks = [
+        benchmark("numba_cpu", f"{stage}-sp{sp}", 0.01 * (1 - sp / 2), suite="sweep_sparsity", sparsity=sp, **layer)
+        for stage, layer in stages.items() for sp in (0.3, 0.6)
+    ] + [benchmark("numba_cpu", f"{stage}-b4", 0.01, suite="sw_tiny", sparsity=0.0, **layer) for stage, layer in stages.items()]
+    benchmarks.append(benchmark("numba_cpu", "other-layer", 0.01, suite="sw_tiny", sparsity=0.0, big_kernel=49, channels=122))
+    report = render_report([save(tmp_path / "s.json", make_run(benchmarks=benchmarks))])
+    figure = report.figures["sweep-sweep_sparsity.png"]
+    assert len(figure.axes) == 2  # a panel per stage
+    for axes in figure.axes:
+        (line,) = axes.get_lines()
+        assert list(line.get_xdata()) == [0.0, 0.3, 0.6]  # sparsity 0 from sw_tiny, the same layer only
+    assert "(with the same layers' sparsity = 0.0 from sw_tiny)" in report.markdown

@@ -51,6 +51,7 @@ __all__ = [
     "SanitizerError",
     "PtxasFigures",
     "compile_cuda",
+    "cupy_execution",
     "execution",
     "execution_mode",
     "is_host_build",
@@ -115,6 +116,20 @@ def is_host_build(impl) -> bool:
         return False
     execution = impl.runs_on("cpu")
     return execution.emulated and execution.mode.startswith(HOST_MODE)
+
+
+def cupy_execution(path: str | Path, device: torch.device):
+    """``execution`` of a kernel file that CuPy launches on a GPU (the host build on the CPU)."""
+    from harness.registry import Execution
+
+    if device.type == "cpu":
+        return execution(path, device)
+    mode = "GPU: cupy.RawModule (NVRTC) on torch's current stream, DLPack views"
+    try:
+        import cupy  # noqa: F401
+    except ImportError as error:
+        return Execution(mode, f"CuPy is not installed ({error}); install cupy-cuda13x (or cupy-cuda12x for a CUDA 12 driver)")
+    return Execution(mode, unavailable_reason(path, device))
 
 
 def execution(path: str | Path, device: torch.device):

@@ -58,15 +58,31 @@ def _plots(frame, prefix: str, figures: dict[str, Figure]) -> list[str]:
         if parameter is None:
             parts.append(f"`{suite}`: no single varying parameter among {', '.join(SWEEP_PARAMETERS)}; not plotted.")
             continue
-        facets = [p for p in CASE_PARAMS if p != parameter and p in rows and rows[p].nunique(dropna=True) > 1]
+        # nk follows from M and k: never a facet of its own
+        facets = [p for p in CASE_PARAMS if p not in (parameter, "nk") and p in rows and rows[p].nunique(dropna=True) > 1]
         if suite.removeprefix("sweep_") != parameter and facets:
             parts.append(f"`{suite}`: no single varying parameter among {', '.join(SWEEP_PARAMETERS)}; not plotted.")
             continue
+        borrowed = _same_layers(frame, rows, suite, parameter)
         name = f"{prefix}sweep-{safe(suite)}.png"
-        figures[name] = sweep_figure(rows, suite, parameter, facets)
+        figures[name] = sweep_figure(pd.concat([rows, borrowed]), suite, parameter, facets)
         by = f", a panel per {', '.join(facets)}" if facets else ""
-        parts.append(f"![{suite}: images/s against {parameter}{by}]({name})")
+        also = ""
+        if not borrowed.empty:
+            also = f" (with the same layers' {parameter} = {', '.join(sorted({str(v) for v in borrowed[parameter]}))} from {', '.join(sorted(borrowed['suite'].unique()))})"
+        parts.append(f"![{suite}: images/s against {parameter}{by}]({name}){also}")
     return parts if sweeps else [*parts, "none"]
+
+
+def _same_layers(frame, rows, suite: str, parameter: str):
+    """Results of other suites on the sweep's own layers, differing only in the swept parameter
+    (e.g. sparsity 0 of each SW-tiny stage, timed once in sw_tiny), so a sweep needs not time
+    a case twice."""
+    others = [p for p in CASE_PARAMS if p != parameter and p in frame]
+    layers = {tuple(r) for r in rows[["machine", "device", "dtype", *others]].itertuples(index=False)}
+    candidates = frame[(frame["suite"] != suite) & ~frame[parameter].isin(rows[parameter].unique())]
+    keep = [tuple(r) in layers for r in candidates[["machine", "device", "dtype", *others]].itertuples(index=False)]
+    return candidates[keep]
 
 
 def render_report(paths: Sequence[Path | str], baseline: Sequence[Path | str] | None = None,
