@@ -71,8 +71,13 @@ def test_dynamic_shared_memory_is_per_launch_and_per_block(probes):
     sums = torch.zeros(5, dtype=torch.float64)
     probes.launch("block_sums_dynamic", (5,), (64,), x.data_ptr(), sums.data_ptr(), shared_bytes=64 * 8)
     assert torch.equal(sums, x.view(5, 64).sum(dim=1))
-    with pytest.raises(ValueError, match=r"dynamic shared memory must be in 0..49152 bytes, got 50000"):
+    with pytest.raises(ValueError, match=r"dynamic shared memory must be in 0..49152 bytes, got 50000 \(without opting in"):
         probes.launch("block_sums_dynamic", (5,), (64,), x.data_ptr(), sums.data_ptr(), shared_bytes=50000)
+    sums.zero_()  # opted in, as a GPU launcher does past 48 KiB: up to sm_80's 163 KiB
+    probes.launch("block_sums_dynamic", (5,), (64,), x.data_ptr(), sums.data_ptr(), shared_bytes=50000, opt_in=True)
+    assert torch.equal(sums, x.view(5, 64).sum(dim=1))
+    with pytest.raises(ValueError, match=r"must be in 0..166912 bytes, got 200000$"):
+        probes.launch("block_sums_dynamic", (5,), (64,), x.data_ptr(), sums.data_ptr(), shared_bytes=200000, opt_in=True)
 
 
 def test_dynamic_shared_memory_outside_a_kernel_is_refused(tmp_path):

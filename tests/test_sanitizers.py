@@ -109,6 +109,22 @@ def test_the_schedule_check_needs_tensor_memory(bad_kernels):
         bad_kernels.launch("nonatomic_block_sum", (3,), (32,), ctypes.addressof(x), ctypes.addressof(out))
 
 
+def test_the_heap_scan_passes_over_tensors_without_memory(bad_kernels):
+    """torch.compile leaves fake tensors on the heap (as an earlier test in the same process may)."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from harness.cudac.schedules import _storages
+
+    with FakeTensorMode():
+        fake = torch.empty(8)
+    assert _storages([fake]) == []  # no memory behind it: not a span a kernel could write
+    x, out = (ctypes.create_string_buffer(4 * 96) for _ in range(2))
+    with schedules(), pytest.raises(HostEmulationError, match=r"argument out \(0x[0-9a-f]+\) points into no live CPU tensor"):
+        bad_kernels.launch("nonatomic_block_sum", (3,), (32,), ctypes.addressof(x), ctypes.addressof(out))
+    del fake
+
+
 def test_schedules_from_the_environment(monkeypatch):
     monkeypatch.setenv(SCHEDULES_ENVIRONMENT, "forward, reverse,shuffle:3")
     assert [str(s) for s in active_schedules()] == ["forward", "reverse", "shuffle:3"]

@@ -65,6 +65,8 @@ _STATIC_SHARED = re.compile(
 MAX_THREADS_PER_BLOCK = 1024
 #: Dynamic shared memory a launch may ask for without opting in (cudaFuncSetAttribute).
 MAX_DYNAMIC_SHARED = 48 * 1024
+#: ... and after opting in, as a GPU launcher does: the smallest maximum of the targets (sm_80: 163 KiB).
+MAX_DYNAMIC_SHARED_OPTIN = 163 * 1024
 MAX_BLOCK = (1024, 1024, 64)
 MAX_GRID = (2**31 - 1, 65535, 65535)
 
@@ -113,7 +115,9 @@ def _host_source(text: str) -> str:
     return _STATIC_SHARED.sub(_static_shared, text)
 
 
-def _cache_dir() -> Path:
+def build_cache_dir() -> Path:
+    """Where host builds (and the specialised sources they are built from) are cached:
+    ``$SW_HOST_BUILD_DIR``, else a per-user folder in the temporary directory."""
     root = os.environ.get("SW_HOST_BUILD_DIR") or Path(tempfile.gettempdir()) / f"sw-harness-host-{os.getuid()}"
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
@@ -173,9 +177,9 @@ class HostModule:
             "\0".join([unit, RUNTIME_HEADER.read_text(), compiler, *flags]).encode()
         ).hexdigest()[:20]
         variant = f"-{sanitizer}" if sanitizer else ""
-        library = _cache_dir() / f"{source.path.stem}{variant}-{key}.so"
+        library = build_cache_dir() / f"{source.path.stem}{variant}-{key}.so"
         if not library.exists():
-            with tempfile.TemporaryDirectory(dir=_cache_dir()) as scratch:
+            with tempfile.TemporaryDirectory(dir=build_cache_dir()) as scratch:
                 unit_path = Path(scratch) / f"{source.path.stem}.cpp"
                 unit_path.write_text(unit)
                 built = Path(scratch) / library.name
@@ -205,7 +209,8 @@ class HostModule:
         return cls(source, lib, fiber_mode, sanitizer)
 
     def launch(
-        self, kernel: str, grid: tuple[int, ...], block: tuple[int, ...], *args, shared_bytes: int = 0
+        self, kernel: str, grid: tuple[int, ...], block: tuple[int, ...], *args, shared_bytes: int = 0,
+        opt_in: bool = False,
     ) -> None:
         """Run ``kernel`` over ``grid`` x ``block`` with ``shared_bytes`` of dynamic shared
         memory; pointer arguments are addresses (ints).
@@ -221,8 +226,10 @@ class HostModule:
         grid3, block3 = _dims("grid", grid, MAX_GRID), _dims("block", block, MAX_BLOCK)
         if block3[0] * block3[1] * block3[2] > MAX_THREADS_PER_BLOCK:
             raise ValueError(f"block {block} has more than {MAX_THREADS_PER_BLOCK} threads")
-        if not 0 <= shared_bytes <= MAX_DYNAMIC_SHARED:
-            raise ValueError(f"dynamic shared memory must be in 0..{MAX_DYNAMIC_SHARED} bytes, got {shared_bytes}")
+        limit = MAX_DYNAMIC_SHARED_OPTIN if opt_in else MAX_DYNAMIC_SHARED
+        if not 0 <= shared_bytes <= limit:
+            more = "" if opt_in else " (without opting in; opt_in=True allows the sm_80 maximum)"
+            raise ValueError(f"dynamic shared memory must be in 0..{limit} bytes, got {shared_bytes}{more}")
 
         def run(schedule: _schedules.Schedule, poison: int) -> None:
             mode = THREADS if self.sanitizer else FIBERS if self.fiber_mode else LOOP

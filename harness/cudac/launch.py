@@ -8,13 +8,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from harness.cudac.host import build_cache_dir
 from harness.moves import move_tables
 from harness.spec import ShiftwiseSpec
 
@@ -50,8 +50,7 @@ def device_move_tables(spec: ShiftwiseSpec, height: int, width: int, device: tor
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("SW_HOST_BUILD_DIR") or Path(tempfile.gettempdir()) / f"sw-harness-host-{os.getuid()}"
-    path = Path(root) / "specialised"
+    path = build_cache_dir() / "specialised"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -92,8 +91,9 @@ def cupy_launcher(path: str | Path, device: torch.device):
         module = load_module(path, device)
 
         def launch(kernel, grid, block, *args, shared_bytes=0):
+            # Past 48 KiB the GPU path opts in; the host build grants the same (the sm_80 maximum).
             module.launch(kernel, grid, block, *(a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args),
-                          shared_bytes=shared_bytes)  # fmt: skip
+                          shared_bytes=shared_bytes, opt_in=shared_bytes > SHARED_LIMIT)  # fmt: skip
 
         return launch
 
@@ -119,10 +119,13 @@ def cupy_launcher(path: str | Path, device: torch.device):
 
 
 def max_shared_optin(device: torch.device) -> int:
-    """Dynamic shared memory one block of ``device`` may use: 48 KiB in the host emulation (as
-    without opting in on a GPU), the device's opt-in maximum on a GPU."""
+    """Dynamic shared memory one block of ``device`` may use after opting in: the device's
+    maximum on a GPU; in the host emulation, the smallest maximum of the target architectures
+    (sm_80's 163 KiB), so a plan that fits there fits every target."""
     if device.type == "cpu":
-        return SHARED_LIMIT
+        from harness.cudac.host import MAX_DYNAMIC_SHARED_OPTIN
+
+        return MAX_DYNAMIC_SHARED_OPTIN
     import cupy
 
     index = device.index if device.index is not None else torch.cuda.current_device()

@@ -122,12 +122,18 @@ def _tensors_in(value, found: list) -> None:
 
 
 def _storages(tensors) -> list[tuple[int, int]]:
+    import torch
+
     spans = set()
     for tensor in tensors:
-        if tensor.device.type == "cpu" and not tensor.is_meta:
-            storage = tensor.untyped_storage()
-            if storage.nbytes():
-                spans.add((storage.data_ptr(), storage.nbytes()))
+        # Plain tensors only: subclasses (fake / functional tensors left by torch.compile) have no memory
+        if type(tensor) in (torch.Tensor, torch.nn.Parameter) and tensor.device.type == "cpu" and not tensor.is_meta:
+            try:
+                storage = tensor.untyped_storage()
+                if storage.nbytes():
+                    spans.add((storage.data_ptr(), storage.nbytes()))
+            except RuntimeError:  # no memory behind it: fake / functional tensors left by torch.compile
+                continue
     return sorted(spans)
 
 
