@@ -8,4 +8,6 @@ What one benchmark does (verify against the reference, time, record) is ``harnes
 
 
 def test_throughput(benchmark, computation, bench_device, bench_case, bench_session):
-    bench_session.measure(benchmark, computation, bench_case, bench_device)
+    # A wrong result raises ResultMismatch (an AssertionError) before anything is timed.
+    row = bench_session.measure(benchmark, computation, bench_case, bench_device)
+    assert row.verified, f"{row.computation} on {row.case}: timed without a verified result"
