@@ -24,9 +24,10 @@ import functools
 
 import numpy as np
 
+from .vectors import VECTOR_BYTES, store_rows, vector_fma, zeroed_accumulators
+
 _FASTMATH = {"reassoc", "contract"}
 #: Bytes per SIMD vector: one AVX-512 register (16 float32 / 8 float64 channels).
-VECTOR_BYTES = 64
 #: Block sizes (rows or columns per call) compiled for the stencil (k = 3) and generic kernels.
 STENCIL_ROWS = (1, 2, 4, 7, 8, 14, 16)
 GENERIC_ROWS = (1, 2, 4, 8)
@@ -58,19 +59,9 @@ def _tap_kernel(rows: int):
             s = context.make_array(sig.args[1])(context, builder, src_v).data
             offs = builder.gep(context.make_array(sig.args[2])(context, builder, offs_v).data, [offs_start])
             o = context.make_array(sig.args[7])(context, builder, out_v).data
-            element = context.get_data_type(sig.args[0].dtype)
-            itemsize = context.get_abi_sizeof(element)
-            lanes = VECTOR_BYTES // itemsize
-            vector = ir.VectorType(element, lanes)
+            vector, itemsize, lanes, fma = vector_fma(context, builder, sig.args[0].dtype)
             vptr = vector.as_pointer()
-            name = f"llvm.fma.v{lanes}f{8 * itemsize}"
-            try:
-                fma = builder.module.get_global(name)
-            except KeyError:
-                fma = ir.Function(builder.module, ir.FunctionType(vector, [vector] * 3), name=name)
-            slots = [cgutils.alloca_once(builder, vector) for _ in range(rows)]
-            for slot in slots:
-                builder.store(ir.Constant(vector, None), slot)
+            slots = zeroed_accumulators(builder, vector, rows)
             w0 = builder.gep(w, [wbase])
             s0 = builder.gep(s, [xbase])
             with cgutils.for_range(builder, count) as loop:
@@ -83,9 +74,7 @@ def _tap_kernel(rows: int):
                     address = builder.gep(sx, [builder.mul(ir.Constant(i64, rr), step)])
                     term = builder.load(builder.bitcast(address, vptr), align=itemsize)
                     builder.store(builder.call(fma, [weight, term, builder.load(slot)]), slot)
-            for rr, slot in enumerate(slots):
-                address = builder.gep(o, [builder.add(obase, builder.mul(ir.Constant(i64, rr), ostep))])
-                builder.store(builder.load(slot), builder.bitcast(address, vptr), align=itemsize)
+            store_rows(builder, o, obase, ostep, slots, vector, itemsize)
             return context.get_dummy_value()
 
         return sig_, codegen
@@ -118,19 +107,9 @@ def _stencil_kernel(rows: int, taps: int):
             s = context.make_array(sig.args[1])(context, builder, src_v).data
             offs = builder.gep(context.make_array(sig.args[2])(context, builder, offs_v).data, [offs_start])
             o = context.make_array(sig.args[8])(context, builder, out_v).data
-            element = context.get_data_type(sig.args[0].dtype)
-            itemsize = context.get_abi_sizeof(element)
-            lanes = VECTOR_BYTES // itemsize
-            vector = ir.VectorType(element, lanes)
+            vector, itemsize, lanes, fma = vector_fma(context, builder, sig.args[0].dtype)
             vptr = vector.as_pointer()
-            name = f"llvm.fma.v{lanes}f{8 * itemsize}"
-            try:
-                fma = builder.module.get_global(name)
-            except KeyError:
-                fma = ir.Function(builder.module, ir.FunctionType(vector, [vector] * 3), name=name)
-            slots = [cgutils.alloca_once(builder, vector) for _ in range(rows)]
-            for slot in slots:
-                builder.store(ir.Constant(vector, None), slot)
+            slots = zeroed_accumulators(builder, vector, rows)
             w0 = builder.gep(w, [wbase])
             s0 = builder.gep(s, [xbase])
             with cgutils.for_range(builder, count) as loop:
@@ -151,9 +130,7 @@ def _stencil_kernel(rows: int, taps: int):
                         if 0 <= rr < rows:
                             slot = slots[rr]
                             builder.store(builder.call(fma, [weights[r], term, builder.load(slot)]), slot)
-            for rr, slot in enumerate(slots):
-                address = builder.gep(o, [builder.add(obase, builder.mul(ir.Constant(i64, rr), ostep))])
-                builder.store(builder.load(slot), builder.bitcast(address, vptr), align=itemsize)
+            store_rows(builder, o, obase, ostep, slots, vector, itemsize)
             return context.get_dummy_value()
 
         return sig_, codegen

@@ -46,11 +46,12 @@ import torch
 
 from harness import Branches, ShiftwiseSpec, move_tables
 
+from .vectors import VECTOR_BYTES, vector_fma
+
 _FASTMATH = {"reassoc", "contract"}
-#: Bytes per SIMD vector of the row kernel: one AVX-512 register (this host has AVX-512F; on
-#: a machine without it LLVM splits each vector into two AVX registers: correct, but the 16
-#: accumulators of the stage-1 kernel then spill).
-VECTOR_BYTES = 64
+# VECTOR_BYTES: one AVX-512 register (this host has AVX-512F; on a machine without it LLVM
+# splits each vector into two AVX registers: correct, but the 16 accumulators of the stage-1
+# kernel then spill).
 #: Widest row kernel, in vectors; wider rows are done in column blocks.
 MAX_VECTORS = 4
 
@@ -243,18 +244,10 @@ def _row_kernel(vectors: int, kernels: int, rows: int, ranged: bool):
             coef = context.make_array(sig.args[6])(context, builder, coef_v).data
             coef = builder.gep(coef, [coef_start])
             out = context.make_array(sig.args[7])(context, builder, out_v).data
-            element = context.get_data_type(sig.args[0].dtype)
-            itemsize = context.get_abi_sizeof(element)
-            lanes = VECTOR_BYTES // itemsize
-            vector = ir.VectorType(element, lanes)
+            vector, itemsize, lanes, fma = vector_fma(context, builder, sig.args[0].dtype)
             vector_ptr = vector.as_pointer()
             undefined = ir.Constant(vector, ir.Undefined)
             splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), None)
-            fma_name = f"llvm.fma.v{lanes}f{8 * itemsize}"
-            try:
-                fma = builder.module.get_global(fma_name)
-            except KeyError:
-                fma = ir.Function(builder.module, ir.FunctionType(vector, [vector] * 3), name=fma_name)
             # Stack slots in the entry block: LLVM promotes them to registers.
             slots = {key: cgutils.alloca_once(builder, vector) for key in np.ndindex(sets, rows, vectors)}
             with cgutils.for_range(builder, groups) as group_loop:
