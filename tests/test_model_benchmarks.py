@@ -10,8 +10,6 @@ verified in float64 against the same network on the reference path
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from harness.bench_plugin import DTYPES
@@ -28,9 +26,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     from harness.models.bench import SUITE, load_model_cases, model_runs
 
     config = metafunc.config
-    if not config.getoption("benchmark_only", False):  # a plain test run: nothing to build
-        reason = "model benchmarks run under pytest --benchmark-only"
-        metafunc.parametrize("model_run", [pytest.param(None, id="not-benchmarking", marks=pytest.mark.skip(reason=reason))])
+    if not config.getoption("benchmark_only", False):  # a plain test run: one placeholder, deselected
+        metafunc.parametrize("model_run", [pytest.param(None, id="not-benchmarking", marks=pytest.mark.sw_not_benchmarking)])
         return
     suites = _selected_suites(config)
     chosen = config.getoption("bench_device")
@@ -50,21 +47,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     ])  # fmt: skip
 
 
-def _record_failure(request: pytest.FixtureRequest, run, error: BaseException) -> None:
+def _record_failure(session, run, error: BaseException) -> None:
     """Into the JSON's ``sw.failures``, as the layer benchmarks record theirs."""
-    entry = {"computation": run.computation, "device": run.device, "case": run.case.name,
-             "error": f"{type(error).__name__}: {error}"}  # fmt: skip
-    try:
-        session = request.getfixturevalue("bench_session")
-    except pytest.FixtureLookupError:  # the plugin before its Session
-        from harness import bench_plugin
-
-        bench_plugin.record_failure(request.config, SimpleNamespace(name=run.computation), run.device, run.case, error)
-        return
-    session.failures.append(entry)
+    session.failures.append({"computation": run.computation, "device": run.device, "case": run.case.name,
+                             "error": f"{type(error).__name__}: {error}"})  # fmt: skip
 
 
-def test_model_throughput(benchmark, model_run, request):
+def test_model_throughput(benchmark, model_run, bench_session, request):
     from harness.models.bench import ModelMismatch, prepare
 
     config = request.config
@@ -73,14 +62,13 @@ def test_model_throughput(benchmark, model_run, request):
     try:
         prepared = prepare(model_run, dtype)
     except ModelMismatch as error:  # recorded in the JSON; the other networks go on
-        _record_failure(request, model_run, error)
+        _record_failure(bench_session, model_run, error)
         mismatch = str(error)
     except Exception as error:
-        _record_failure(request, model_run, error)
+        _record_failure(bench_session, model_run, error)
         raise
     assert mismatch is None, f"wrong result, not timed: {mismatch}"
     benchmark.group = f"models/{model_run.case.name}"
     benchmark.extra_info.update(prepared.extra_info)
     benchmark.pedantic(prepared.run, rounds=model_run.case.rounds, iterations=1, warmup_rounds=0)
-    if benchmark.stats is not None:  # None under --benchmark-disable
-        benchmark.extra_info["images_per_s"] = model_run.case.batch / benchmark.stats.stats.median
+    # images/s is derived by the report (batch / median), not stored beside the timings

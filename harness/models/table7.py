@@ -35,8 +35,7 @@ RATIOS = (("sw_tiny", "slak_tiny"), ("sw_tiny", "unireplknet_tiny"), ("sw_small"
 
 
 def _images_per_s(rows: pd.DataFrame) -> pd.Series:
-    if "images_per_s" in rows:
-        return rows["images_per_s"].fillna(rows["batch"] / rows["median_s"])
+    """Derived here, once, from the median (a value stored in an older JSON is not used)."""
     return rows["batch"] / rows["median_s"]
 
 
