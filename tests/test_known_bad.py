@@ -21,6 +21,29 @@ EXPECTED = {
     "bad_swapped_branches": "values",
     "bad_mutates_input": "mutated-input",
     "bad_float16": "values",
+    # cheats: each caught for what it did (harness.checking.integrity)
+    "cheat_replays_by_pointer": "cheat",
+    "cheat_caches_by_pointer": "values",
+    "cheat_works_once": "values",
+    "cheat_lazy_tensor": "cheat",
+    "cheat_background_thread": "cheat",
+    "cheat_output_in_input": "cheat",
+    "cheat_zeroes_weight": "mutated-input",
+    "cheat_patches_timer": "tampering",
+    "cheat_patches_checker": "tampering",
+}
+
+#: implementation -> what its failure message must say it did
+SAYS = {
+    "cheat_replays_by_pointer": "is the memory of an earlier call's output",
+    "cheat_caches_by_pointer": "the same input buffers, now holding -x",
+    "cheat_works_once": "the first call matched",
+    "cheat_lazy_tensor": "not a plain torch.Tensor",
+    "cheat_background_thread": "changed after the call returned",
+    "cheat_output_in_input": "output h shares memory with the input x",
+    "cheat_zeroes_weight": "modified its input weight",
+    "cheat_patches_timer": "time.perf_counter was replaced by function _slow_clock defined in",
+    "cheat_patches_checker": "compare_with_reference was replaced by function _finds_nothing",
 }
 
 
@@ -37,9 +60,14 @@ def test_checker_rejects(name):
         equivalence_property(impl, "cpu")()
     result = caught.value.result
     assert EXPECTED[name] in {failure.kind for failure in result.failures}
+    assert SAYS.get(name, "") in report_of(result)
     report = str(caught.value)
     assert result.reproducer in report
     assert f"swbench --impls-dir {BAD_IMPLS} check --impl {name} --case" in result.reproducer
+
+
+def report_of(result) -> str:
+    return "\n".join(failure.message for failure in result.failures)
 
 
 def test_a_skipped_check_is_never_a_pass():

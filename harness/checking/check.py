@@ -6,20 +6,25 @@ from __future__ import annotations
 import dataclasses
 import functools
 import shlex
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from harness import reference
+from harness.checking import compare, inputs, integrity
 from harness.checking.compare import Expected, bitwise_equal, compare_with_reference, describe_mismatch, expected_result
 from harness.checking.inputs import EXACT_LIMIT, CheckCase, make_inputs
-from harness.reference import reference_forward
+from harness.reference import Branches, reference_forward
 from harness.registry import DEFAULT_IMPLS_DIR, Implementation
 
 
 @dataclass(frozen=True)
 class Failure:
-    kind: str  # "error", "mutated-input", "values", "gradient"
+    #: "error", "timeout", "crash", "mutated-input", "values", "gradient", "cheat" (integrity), "tampering"
+    kind: str
     message: str
 
 
@@ -69,7 +74,9 @@ def check(impl: Implementation, check_case: CheckCase, *, gradients: bool = True
     if reason is not None:
         return CheckResult(impl.name, check_case, skipped=reason, impls_dir=folder)
     spec = check_case.case.spec()
-    failures = _check_forward(impl, check_case, spec)
+    mine = [impl.source] if impl.source else []
+    failures = [Failure("tampering", t.message()) for t in _GUARD.tampered() if t.source is None or t.by(mine)]
+    failures += _check_forward(impl, check_case, spec)
     if gradients and impl.autograd and not failures:
         failures += _check_gradients(impl, check_case, spec)
     return CheckResult(impl.name, check_case, tuple(failures), impls_dir=folder)
@@ -89,20 +96,64 @@ def assert_matches_reference(impl: Implementation, check_case: CheckCase, *, gra
 
 
 def _check_forward(impl: Implementation, check_case: CheckCase, spec) -> list[Failure]:
-    inputs = make_inputs(check_case, nan_pruned=True)
+    """The forward check, in two calls on the same input buffers: the seeded inputs, then the
+    same buffers refilled with -x (``integrity.probe_inputs``) after the first outputs were
+    poisoned, so a result cached by input address or replayed from the first call fails."""
+    made = make_inputs(check_case, nan_pruned=True)
+    x, weight = made.x, made.weight
     expected = _expected(check_case)
-    before = (inputs.x.clone(), inputs.weight.clone())
+    failures: list[Failure] = []
+    first = None
+    for call, wanted in enumerate((expected, _negated(expected))):
+        if call == 1:
+            integrity.poison(first)
+            integrity.probe_inputs(x)
+        before = (x.clone(), weight.clone())
+        returned, got, problems = _guarded_call(impl, x, weight, spec, earlier=() if first is None else first)
+        when = "" if call == 0 else "second call (the same input buffers, now holding -x): "
+        failures += [Failure(kind, when + message) for kind, message in problems]
+        if got is None or problems:
+            return failures
+        for label, original, now in (("x", before[0], x), ("weight", before[1], weight)):
+            if not bitwise_equal(original, now):
+                failures.append(Failure("mutated-input", f"{when}the implementation modified its input {label}"))
+        mismatches = compare_with_reference(got, wanted, check_case.torch_dtype)
+        if call == 1 and mismatches:
+            mismatches = [
+                f"{m} (the first call matched: a result cached by input address, or replayed, instead of computed)"
+                for m in mismatches
+            ]
+        failures += [Failure("values", when + problem) for problem in mismatches]
+        if failures:
+            return failures
+        first = returned  # held until the second call: its memory cannot be handed out again
+    return failures
+
+
+def _guarded_call(impl: Implementation, x, weight, spec, earlier):
+    """One call of the implementation under the integrity checks: what it returned, a copy of
+    that as it was when the call returned (both None if it raised or cheated) and the problems."""
+    known = set(_GUARD.found)
     try:
         with torch.no_grad():
-            got = impl(inputs.x, inputs.weight, spec)
-    except Exception as error:  # an implementation's crash is a finding, recorded with its type
-        return [Failure("error", f"{type(error).__name__}: {error}")]
-    failures = []
-    for label, original, now in (("x", before[0], inputs.x), ("weight", before[1], inputs.weight)):
-        if not bitwise_equal(original, now):
-            failures.append(Failure("mutated-input", f"the implementation modified its input {label}"))
-    failures += [Failure("values", problem) for problem in compare_with_reference(got, expected, check_case.torch_dtype)]
-    return failures
+            got = impl(x, weight, spec)
+    except (Exception, SystemExit) as error:  # an implementation's crash is a finding, recorded with its type
+        return None, None, [("error", f"{type(error).__name__}: {error}")]
+    problems = [("tampering", f"during the call: {t.message()}") for t in _GUARD.tampered() if t.target not in known]
+    problems += [("cheat", message) for message in integrity.output_problems(got, {"x": x, "weight": weight}, earlier)]
+    if problems:
+        return None, None, problems
+    now = integrity.settled(got)
+    problems += [
+        ("cheat", f"output {label} changed after the call returned (computed lazily, on another thread or on another CUDA stream)")
+        for label in now.changed
+    ]
+    return (got, Branches(*now.snapshot), problems) if not problems else (None, None, problems)
+
+
+def _negated(expected: Expected) -> Expected:
+    """The exact answer for -x (the operator is linear in x; negation is exact)."""
+    return Expected(Branches(*(-b for b in expected.branches)), expected.bounds)
 
 
 @functools.lru_cache(maxsize=4)
@@ -144,7 +195,7 @@ def _check_gradients(impl: Implementation, check_case: CheckCase, spec) -> list[
     torch.autograd.backward(reference_forward(x64, w64, spec), upstream64)
     try:
         torch.autograd.backward(impl(x, weight, spec), list(inputs.upstream))
-    except Exception as error:
+    except (Exception, SystemExit) as error:
         return [Failure("error", f"backward: {type(error).__name__}: {error}")]
     failures = []
     for label, mine, theirs in (("x", x.grad, x64.grad), ("weight", weight.grad, w64.grad)):
@@ -155,3 +206,12 @@ def _check_gradients(impl: Implementation, check_case: CheckCase, spec) -> list[
         if message:
             failures.append(Failure("gradient", f"d/d{label}: {message}"))
     return failures
+
+
+#: What the checks rely on, as imported (before any implementation): the clocks, the reference,
+#: the comparison and this module. A replacement is reported against the implementation whose
+#: file defined it, and put back.
+_GUARD = integrity.Guard.of(
+    reference, compare, inputs, integrity, sys.modules[__name__], time, torch.cuda,
+    names={time: integrity.CLOCKS, torch.cuda: integrity.CUDA_FUNCTIONS},
+)  # fmt: skip
