@@ -17,14 +17,15 @@ from rich.table import Table
 import torch
 
 from harness.checking import DTYPES, MODES, CheckCase, CheckResult, runner
-from harness.files import write_text_atomically
+from harness.files import same_file, write_text_atomically
 from harness.registry import discover
 
 #: Exit codes, one rule for every command: 0 only if something ran (at least one check, one
 #: kernel, one listed implementation) and nothing failed; 1 a failure (a mismatch, a kernel that
 #: did not build, a file in impls/ that did not load: the last line says which); 2 a usage error
-#: (a one-line message naming the argument); 3 nothing ran (every check skipped, e.g. no GPU).
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOTHING_RAN = 0, 1, 2, 3
+#: (a one-line message naming the argument); 3 nothing ran (every check skipped, e.g. no GPU; no
+#: implementation found); 130 interrupted (Ctrl-C). ``outcome`` is the rule.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOTHING_RAN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_MISMATCH = EXIT_FAILED  # the older name
 
 
@@ -49,11 +50,28 @@ def _count(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = _count(text)
     if value == 0:
         raise argparse.ArgumentTypeError("expected a whole number >= 1, got 0")
     return value
+
+
+def outcome(ran: int, failed: int) -> int:
+    """The one rule for every command's exit code: a failure is 1, else nothing done is 3, else 0."""
+    if failed:
+        return EXIT_FAILED
+    return EXIT_OK if ran else EXIT_NOTHING_RAN
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,6 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as error:  # e.g. --impls-dir / $SW_IMPLS_DIR naming no folder
         console.print(f"swbench: error: {escape(str(error))}", soft_wrap=True)
         return EXIT_USAGE
+    except FileExistsError as error:  # another run wrote the output meanwhile
+        console.print(f"swbench: error: {escape(str(error))}", soft_wrap=True)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        console.print(f"swbench: interrupted (Ctrl-C): nothing was written; exit {EXIT_INTERRUPTED}")
+        return EXIT_INTERRUPTED
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,6 +124,10 @@ def _parser() -> argparse.ArgumentParser:
     checking.add_argument("--mode", choices=MODES, action="append", help="exact and/or float (default: both)")
     checking.add_argument("--dtype", choices=list(DTYPES), action="append", help="default: float32 and float64")
     checking.add_argument("--no-grad", action="store_true", help="skip the gradient checks")
+    checking.add_argument(
+        "--timeout", type=_seconds, default=runner.CHECK_TIMEOUT, metavar="SECONDS",
+        help=f"time limit of one check, after which it fails as hung (default: {runner.CHECK_TIMEOUT:g})",
+    )  # fmt: skip
 
     kernels = commands.add_parser(
         "kernels", help="build every implementation's GPU kernels for sm_80 and sm_90 and show their ptxas figures"
@@ -129,12 +157,14 @@ def _parser() -> argparse.ArgumentParser:
 def _report(args: argparse.Namespace, console: Console) -> int:
     from harness.report import ReportInputError, write_report  # pandas and matplotlib: only when reporting
 
+    if args.notes and same_file(args.output, args.notes):
+        raise UsageError(f"--output: {args.output} is the --notes file; write the report to another file")
     try:
         notes = args.notes.read_text() if args.notes else None
         written = write_report(
             args.runs, args.output, args.baseline, args.overwrite, args.title, notes, args.noise_floor
         )
-    except (ValueError, FileExistsError, FileNotFoundError) as error:  # ReportInputError is a ValueError
+    except (ValueError, OSError) as error:  # ReportInputError is a ValueError; FileExistsError, FileNotFoundError, ...
         console.print(f"[red]cannot write the report:[/] {escape(str(error))}")
         return EXIT_USAGE
     for path in written:
@@ -160,8 +190,8 @@ def _kernels(args: argparse.Namespace, console: Console) -> int:
         markdown += "\n\nKernels that did not build:\n" + "\n".join(f"- {name}: {error}" for name, error in errors.items())
     console.print(markdown, markup=False, soft_wrap=True)
     if args.output:
-        write_text_atomically(args.output, f"# CUDA kernels: ptxas, SASS, occupancy and lower-bound estimates (no GPU needed)\n\nMade by `swbench kernels` (`make kernels`).\n\n{markdown}\n")
-    return EXIT_FAILED if errors or found.errors else EXIT_OK
+        write_text_atomically(args.output, overwrite=args.overwrite, text=f"# CUDA kernels: ptxas, SASS, occupancy and lower-bound estimates (no GPU needed)\n\nMade by `swbench kernels` (`make kernels`).\n\n{markdown}\n")
+    return outcome(len(frame), len(errors) + len(found.errors))
 
 
 def _list(args: argparse.Namespace, console: Console) -> int:
@@ -185,7 +215,9 @@ def _list(args: argparse.Namespace, console: Console) -> int:
     console.print(table)
     for file, error in sorted(found.errors.items()):
         console.print(f"[red]load error[/] {file}: {escape(error)}")
-    return EXIT_FAILED if found.errors else EXIT_OK
+    if not found.implementations:
+        console.print(f"[yellow]no implementations[/] in {escape(str(found.folder))}; exit {outcome(0, len(found.errors))}")
+    return outcome(len(found.implementations), len(found.errors))
 
 
 def _check(args: argparse.Namespace, console: Console) -> int:
@@ -197,7 +229,7 @@ def _check(args: argparse.Namespace, console: Console) -> int:
             raise UsageError(f"--impl: unknown implementation(s) {unknown}; known: {sorted(selected)}")
         selected = {name: selected[name] for name in dict.fromkeys(args.impl)}
     device = _device_argument(args.device)
-    if args.case:
+    if args.case is not None:
         if args.tier != "quick" or args.suite or args.random is not None or args.cases_dir:
             raise UsageError("--case checks exactly one case: it cannot be combined with --tier, --suite, --random or --cases-dir")
         try:
@@ -225,7 +257,7 @@ def _check(args: argparse.Namespace, console: Console) -> int:
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("checking", total=total)
             results = runner.run(
-                list(selected), checks, impls_dir=folder, jobs=args.jobs,
+                list(selected), checks, impls_dir=folder, jobs=args.jobs, timeout=args.timeout,
                 progress=lambda what, n: bar.update(task, advance=n, description=escape(what)),
             )  # fmt: skip
     else:  # a log: one line per finished task, so a long run shows it is alive
@@ -236,7 +268,7 @@ def _check(args: argparse.Namespace, console: Console) -> int:
             done += n
             console.print(f"[{done}/{total}] {escape(what)} ({time.monotonic() - started:.0f} s)")
 
-        results = runner.run(list(selected), checks, impls_dir=folder, jobs=args.jobs, progress=line)
+        results = runner.run(list(selected), checks, impls_dir=folder, jobs=args.jobs, timeout=args.timeout, progress=line)
 
     console.print(_summary(results))
     for result in results:
@@ -248,15 +280,16 @@ def _check(args: argparse.Namespace, console: Console) -> int:
     if failed:
         console.print(f"[red]FAILED[/]: {failed} of {ran} checks failed ({elapsed}); exit {EXIT_FAILED}")
         return EXIT_FAILED
-    if ran == 0:
-        console.print(f"[yellow]NOTHING RAN[/]: all {len(results)} checks were skipped (reasons above); exit {EXIT_NOTHING_RAN}")
-        return EXIT_NOTHING_RAN
     if found.errors:
         console.print(
             f"[red]FAILED[/]: every check that ran passed ({ran}, {elapsed}), but {len(found.errors)} file(s) in "
             f"{escape(str(found.folder))} did not load ({escape(', '.join(found.errors))}); exit {EXIT_FAILED}"
         )
         return EXIT_FAILED
+    if ran == 0:
+        why = "reasons above" if results else f"no implementations in {escape(str(found.folder))}"
+        console.print(f"[yellow]NOTHING RAN[/]: all {len(results)} checks were skipped ({why}); exit {EXIT_NOTHING_RAN}")
+        return EXIT_NOTHING_RAN
     console.print(f"[green]PASSED[/]: {ran} checks ({elapsed}); exit {EXIT_OK}")
     return EXIT_OK
 

@@ -33,7 +33,8 @@ def test_check_passes_on_edge_cases_and_random_specs(capsys):
     assert main(["check", "--impl", "torch_roll", "--suite", "edge", "--random", "3", "--seed", "1", "--jobs", "1"]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if "torch_roll" in line)
-    checks = (len(load_cases(suites=["edge"])) + 3) * 2 * 2  # the cases and 3 random specs, 2 modes x 2 dtypes
+    # the cases and 3 random specs, 2 modes x 2 dtypes contiguous, and strided and channels_last in exact float32
+    checks = (len(load_cases(suites=["edge"])) + 3) * (2 * 2 + 2)
     assert [cell.strip() for cell in row.split("│")[1:5]] == ["torch_roll", str(checks), str(checks), "0"]
     assert out.strip().splitlines()[-1].startswith(f"PASSED: {checks} checks")
 
@@ -42,7 +43,7 @@ def test_check_runs_in_worker_processes(capsys):
     args = ["check", "--impl", "torch_roll", "--impl", "cuda_atomic", "--suite", "edge", "--random", "0", "--jobs", "2"]
     assert main([*args, "--mode", "exact", "--dtype", "float32"]) == EXIT_OK
     out = capsys.readouterr().out
-    edge = len(load_cases(suites=["edge"]))
+    edge = 3 * len(load_cases(suites=["edge"]))  # three layouts
     for name in ("torch_roll", "cuda_atomic"):
         row = next(line for line in out.splitlines() if f"│ {name} " in line)
         assert [cell.strip() for cell in row.split("│")[2:5]] == [str(edge), str(edge), "0"]
@@ -59,7 +60,8 @@ def test_quick_tier_checks_edges_one_case_per_layer_and_random_specs():
     assert not any(c.suite.startswith("sweep_") for c in quick)
     assert runner.tier_cases("full", cases) == cases
     plan = runner.plan("quick", device="cpu", modes=["exact"], dtypes=["float32"])
-    assert len(plan.checks) == len(quick) + runner.RANDOM_SPECS["quick"]
+    cheap = len([c for c in quick if c.suite not in runner.LAYER_SUITES]) + runner.RANDOM_SPECS["quick"]
+    assert len(plan.checks) == len(quick) + runner.RANDOM_SPECS["quick"] + len(runner.OTHER_LAYOUTS) * cheap
     assert any(plan.gradients) and not all(plan.gradients)  # small inputs only
 
 

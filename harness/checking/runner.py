@@ -17,11 +17,15 @@ native code) fails only the checks of the chunk it was running.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import signal
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,10 +43,24 @@ RANDOM_SPECS = {"quick": 4, "full": 20}
 EDGE_SUITES = ("edge",)
 #: Suites whose cases are real network layers.
 LAYER_SUITES = ("sw_tiny", "sw_small")
+#: Suites that vary one parameter over real layers: only the full tier checks them.
+SWEEP_PREFIX = "sweep_"
+#: Memory layouts other than contiguous: every tier checks them on the cheap cases (edge shapes,
+#: other suites' and random specs) in exact mode and the first dtype, the full tier on every case.
+OTHER_LAYOUTS = ("strided", "channels_last")
 #: Largest input (B*C*H*W) whose gradients the quick tier checks.
 QUICK_GRADIENT_ELEMENTS = 4096
 #: Checks per task sent to a worker (each for every implementation): small enough to balance the cores.
 CHUNK = 4
+#: Seconds one check (an implementation on one case: forward, probe and gradients) may take by default.
+CHECK_TIMEOUT = 300.0
+#: Seconds a worker gets beyond its checks' limits (start-up: torch, discovery, compilation) before it is killed.
+WORKER_GRACE = 120.0
+
+
+class CheckTimeout(BaseException):
+    """Raised in a worker when a check runs past its limit (a BaseException, so that an
+    implementation's ``except Exception`` cannot swallow it)."""
 
 
 def random_cases(count: int, seed: int) -> list[Case]:
@@ -81,8 +99,8 @@ def tier_cases(tier: str, cases: Sequence[Case]) -> list[Case]:
         return list(cases)
     chosen, layers = [], set()
     for case in cases:
-        if case.suite in EDGE_SUITES:
-            chosen.append(case)
+        if case.suite in EDGE_SUITES or not (case.suite in LAYER_SUITES or case.suite.startswith(SWEEP_PREFIX)):
+            chosen.append(case)  # edge shapes, and suites the tier has no rule for (e.g. from --cases-dir): all
         elif case.suite in LAYER_SUITES and case.batch == 1:
             layer = (case.suite, case.big_kernel, case.small_kernel, case.channels, case.height, case.width)
             if layer not in layers:
@@ -123,13 +141,23 @@ def plan(
     if not found and cases_dir is not None:
         raise ValueError(f"--cases-dir: no case suites (*.toml with [[case]] tables) in {cases_dir}")
     count = RANDOM_SPECS[tier] if random is None else random
-    cases = tier_cases(tier, found) + random_cases(count, seed)
+    chosen = tier_cases(tier, found)
+    if cases_dir is not None and not chosen:
+        raise ValueError(
+            f"--cases-dir: the {tier} tier checks none of the cases in {cases_dir} "
+            f"(suites {sorted({c.suite for c in found})}); pass --tier full"
+        )
+    cases = chosen + random_cases(count, seed)
     checks, grads = [], []
     for case in cases:
+        layouts = ("contiguous", *OTHER_LAYOUTS) if tier == "full" or case.suite not in LAYER_SUITES else ("contiguous",)
         for mode in modes:
             for dtype in dtypes:
-                checks.append(CheckCase(case, dtype, mode, device=device))
-                grads.append(gradients and check_gradients_for(tier, case))
+                for layout in layouts:
+                    if layout != "contiguous" and (mode, dtype) != (modes[0], dtypes[0]):
+                        continue
+                    checks.append(CheckCase(case, dtype, mode, layout, device=device))
+                    grads.append(gradients and check_gradients_for(tier, case))
     return Plan(tuple(checks), tuple(grads))
 
 
@@ -142,6 +170,28 @@ class _Task:
     impls_dir: str | None
     checks: tuple[CheckCase, ...]
     gradients: tuple[bool, ...]
+    #: seconds each check may take
+    timeout: float = CHECK_TIMEOUT
+
+    @property
+    def deadline(self) -> float:
+        """Seconds the whole task may take in a worker before the worker is killed."""
+        return self.timeout * len(self.checks) * len(self.implementations) + WORKER_GRACE
+
+    def split(self) -> list[_Task]:
+        """Smaller tasks, to find which implementation (then which check) crashed or hung: one
+        per implementation, else one per check."""
+        if len(self.implementations) > 1:
+            return [dataclasses.replace(self, implementations=(name,)) for name in self.implementations]
+        return [dataclasses.replace(self, checks=(c,), gradients=(g,)) for c, g in zip(self.checks, self.gradients)]
+
+    def died(self, kind: str, why: str) -> list[CheckResult]:
+        """Every check of this task failed for one reason (a crash or a hang of its one implementation)."""
+        return [CheckResult(name, c, (Failure(kind, why),), impls_dir=self.folder) for c in self.checks for name in self.implementations]
+
+    @property
+    def folder(self) -> Path | None:
+        return Path(self.impls_dir).resolve() if self.impls_dir else None
 
 
 def _run_task(task: _Task) -> list[CheckResult]:
@@ -150,24 +200,45 @@ def _run_task(task: _Task) -> list[CheckResult]:
     for check_case, gradients in zip(task.checks, task.gradients):
         for name in task.implementations:
             try:
-                results.append(check(found[name], check_case, gradients=gradients))
+                with _time_limit(task.timeout):
+                    results.append(check(found[name], check_case, gradients=gradients))
+            except CheckTimeout:
+                failure = Failure("timeout", f"the check ran past its time limit of {task.timeout:g} s (--timeout)")
+                results.append(CheckResult(name, check_case, (failure,), impls_dir=task.folder))
             except Exception as error:  # the harness's own refusal (e.g. a case too large for exact mode)
                 failure = Failure("error", f"the check could not be made: {type(error).__name__}: {error}")
-                results.append(CheckResult(name, check_case, (failure,)))
+                results.append(CheckResult(name, check_case, (failure,), impls_dir=task.folder))
     return results
 
 
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    """Raise CheckTimeout in this (main) thread after ``seconds`` (a hang in native code that
+    never returns to Python is caught by the parent's deadline instead)."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum, frame):
+        raise CheckTimeout
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _init_worker() -> None:
-    """One thread each for torch and Numba: the processes already use every core."""
+    """One thread each for torch and Numba: the processes already use every core. Ctrl-C is
+    the parent's to handle (it stops the workers at once)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     import torch
 
     torch.set_num_threads(1)
-
-
-def _crashed(task: _Task, error: BaseException) -> list[CheckResult]:
-    message = f"the worker process running these checks died ({type(error).__name__}: {error}); rerun one with its reproducer"
-    return [CheckResult(name, c, (Failure("error", message),)) for c in task.checks for name in task.implementations]
 
 
 def run(
@@ -177,12 +248,18 @@ def run(
     impls_dir: str | None = None,
     jobs: int | None = None,
     progress: Callable[[str, int], None] = lambda description, done: None,
+    timeout: float = CHECK_TIMEOUT,
 ) -> list[CheckResult]:
     """Every check for every implementation; ``progress(description, checks done)`` after each task.
 
-    ``jobs`` 1 runs in this process; more uses that many worker processes (default: one per core)."""
+    ``jobs`` 1 runs in this process (a crash of an implementation ends it); otherwise in that
+    many worker processes (default: one per core), a single check too, so that a crash or a
+    hang is a failure of the implementation that caused it, never of the others."""
     tasks = [
-        _Task(tuple(implementations), impls_dir, checks.checks[start : start + CHUNK], checks.gradients[start : start + CHUNK])
+        _Task(
+            tuple(implementations), impls_dir, checks.checks[start : start + CHUNK],
+            checks.gradients[start : start + CHUNK], timeout,
+        )  # fmt: skip
         for start in range(0, len(checks.checks), CHUNK)
     ]
     jobs = jobs or os.cpu_count() or 1
@@ -192,7 +269,7 @@ def run(
         results.extend(done)
         progress(f"{task.checks[-1].case.suite}/{task.checks[-1].case.name}", len(done))
 
-    if jobs == 1 or len(tasks) <= 1:
+    if jobs == 1:
         for task in tasks:
             finished(task, _run_task(task))
         return results
@@ -206,25 +283,50 @@ def run(
 
 
 def _run_pool(tasks: list[_Task], jobs: int, finished) -> list[_Task]:
-    """Run tasks in a pool; return the ones not finished if the pool broke."""
+    """Run tasks in a pool; return the ones not finished if the pool broke (a worker died, or
+    ran past its deadline and was killed)."""
     context = multiprocessing.get_context("spawn")  # no fork of a process with torch's threads
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker) as pool:
+    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker)
+    try:
         futures = {pool.submit(_run_task, task): task for task in tasks}
         while futures:
-            done, _ = wait(futures, return_when=FIRST_COMPLETED)
+            done, _ = wait(futures, timeout=max(task.deadline for task in futures.values()), return_when=FIRST_COMPLETED)
+            if not done:  # nothing finished in a whole task's time: a worker hangs
+                _kill(pool)
+                return list(futures.values())
             for future in done:
                 task = futures.pop(future)
                 try:
                     finished(task, future.result())
                 except BrokenProcessPool:
                     return [task, *futures.values()]
-    return []
+        return []
+    except BaseException:  # Ctrl-C: stop the workers now, not after their running checks
+        _kill(pool)
+        raise
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _kill(pool: ProcessPoolExecutor) -> None:
+    for process in list((pool._processes or {}).values()):  # noqa: SLF001 (no public way before Python 3.14)
+        process.kill()
 
 
 def _run_alone(task: _Task) -> list[CheckResult]:
+    """Run a task in a worker of its own; if it dies or hangs, split it until the check that did
+    is found, and blame only that implementation on that check."""
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(1, mp_context=context, initializer=_init_worker) as pool:
-        try:
-            return pool.submit(_run_task, task).result()
-        except BrokenProcessPool as error:
-            return _crashed(task, error)
+    pool = ProcessPoolExecutor(1, mp_context=context, initializer=_init_worker)
+    try:
+        return pool.submit(_run_task, task).result(timeout=task.deadline)
+    except BrokenProcessPool:
+        kind, why = "crash", "the worker process died while checking this (a crash in native code, or the process exited)"
+    except TimeoutError:
+        kind, why = "timeout", f"the check hung: its worker was killed after {task.deadline:g} s (time limit {task.timeout:g} s per check, --timeout)"
+    finally:
+        _kill(pool)
+        pool.shutdown(wait=False, cancel_futures=True)
+    if len(task.checks) * len(task.implementations) == 1:
+        return task.died(kind, why)
+    return [result for part in task.split() for result in _run_alone(part)]

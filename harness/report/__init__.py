@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from harness.files import replace_atomically, write_text_atomically
+from harness.files import replace_atomically, same_file, write_text_atomically
 from harness.report import sections
 from harness.report.format import safe
 from harness.report.frame import SWEEP_PARAMETERS, CASE_PARAMS, compare, results_frame, sweep_parameter
@@ -136,15 +136,25 @@ def write_report(paths: Sequence[Path | str], output: Path | str, baseline: Sequ
     """Write the markdown to ``output`` and its PNGs beside it; return the files written (markdown first).
     Nothing is written if rendering fails or, without ``overwrite``, if any target already exists."""
     output = Path(output)
+    _refuse_overwriting_inputs([output], [*paths, *(baseline or ())])
     report = render_report(paths, baseline, title, image_stem=output.stem, notes=notes, noise_floor=noise_floor)
     images = {output.parent / name: figure for name, figure in report.figures.items()}
     targets = [output, *images]
+    _refuse_overwriting_inputs(targets, [*paths, *(baseline or ())])
     if not overwrite:
         for target in targets:
             if target.exists():
                 raise FileExistsError(f"{target} exists; pass --overwrite (overwrite=True) to replace it")
     output.parent.mkdir(parents=True, exist_ok=True)
     for path, figure in images.items():
-        replace_atomically(path, lambda h, f=figure: f.savefig(h, format="png", metadata={"Software": None}))
-    write_text_atomically(output, report.markdown)  # last: it only appears with its images
+        replace_atomically(path, lambda h, f=figure: f.savefig(h, format="png", metadata={"Software": None}), overwrite=overwrite)
+    write_text_atomically(output, report.markdown, overwrite=overwrite)  # last: it only appears with its images
     return targets
+
+
+def _refuse_overwriting_inputs(targets: Sequence[Path], inputs: Sequence[Path | str]) -> None:
+    """A report never replaces a run it reads, whatever ``overwrite`` says."""
+    for target in targets:
+        for source in inputs:
+            if same_file(target, Path(source)):
+                raise ReportInputError(f"--output: {target} is the input {source}; write the report to another file")
