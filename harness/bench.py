@@ -24,7 +24,7 @@ import torch
 
 from harness import machine
 from harness.cases import TIERS, Case
-from harness.checking import CheckCase, bitwise_equal, compare_with_reference, expected_result, make_inputs
+from harness.checking import CheckCase, bitwise_equal, compare_with_reference, expected_result, integrity, make_inputs
 from harness.peers import Peer, peers
 from harness.perf import Workload, useful_flops
 from harness.registry import Implementation, Role, implementations
@@ -50,6 +50,9 @@ class Prepared:
     verify: Callable[[object], str]
     #: preparation that is not timed (e.g. torch.compile), in seconds
     setup_seconds: float | None = None
+    #: the implementation's inputs (x first) that ``run`` reads, for the checks after timing
+    #: (``harness.checking.integrity.timed_calls_problems``); empty for a peer
+    inputs: tuple[torch.Tensor, ...] = ()
 
 
 def _synchronized(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
@@ -133,7 +136,7 @@ class Computation:
                 raise ResultMismatch(f"{self.name} on {case.name}: " + "; ".join(problems))
             return "matches the reference within the error bound"
 
-        return Prepared(_synchronized(run, device), workload, verify)
+        return Prepared(_synchronized(run, device), workload, verify, inputs=(x, weight))
 
 
 def tier_includes(run_tier: str, first_tier: str) -> bool:
@@ -211,6 +214,14 @@ class Session:
             last = benchmark(prepared.run)
         row = row.with_determinism(outputs_equal(first, last))
         benchmark.extra_info.update(row.to_extra_info())
+        try:  # what was timed is verified too: a replayed, cached or unfinished result fails here
+            source = computation.implementation.source if computation.implementation else None
+            integrity.check_timed_calls(prepared.run, prepared.verify, first, last, prepared.inputs, source, benchmark)
+        except Exception as error:
+            self.failures.append(
+                {"computation": computation.name, "device": device, "case": case.name, "error": f"{type(error).__name__}: {error}"}
+            )
+            raise
         return row
 
 

@@ -10,8 +10,11 @@ Failures are listed under ``sw.failures``; the run goes on.
 
 from __future__ import annotations
 
+import argparse
+import os
 import shlex
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,11 +23,24 @@ from harness import machine
 from harness.bench import Session, computations
 from harness.cases import TIERS, in_tier, load_cases, suite_descriptions
 from harness.cudac.kernel_table import kernel_table
+from harness.registry import discover
 
 _SESSION = pytest.StashKey[Session]()
+_INTERRUPTED = pytest.StashKey[bool]()
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: Marks the one placeholder item of a run that does not benchmark (deselected, never reported).
 _NOT_BENCHMARKING = "sw_not_benchmarking"
+
+
+def _positive_number(text: str) -> float:
+    """A peak given on the command line: checked when the options are read, before any work."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -36,9 +52,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-device", choices=("cpu", "cuda", "all"), default="all",
                     help="devices to time on (default all: those present; the others are listed as not run)")  # fmt: skip
     group.addoption("--bench-dtype", choices=tuple(DTYPES), default="float32")
-    group.addoption("--peak-gflops", type=float, default=None, metavar="GFLOPS",
+    group.addoption("--peak-gflops", type=_positive_number, default=None, metavar="GFLOPS",
                     help="FP32 peak for the roofline instead of the matmul probe (applies to every device timed)")  # fmt: skip
-    group.addoption("--peak-gbps", type=float, default=None, metavar="GBPS",
+    group.addoption("--peak-gbps", type=_positive_number, default=None, metavar="GBPS",
                     help="memory bandwidth for the roofline instead of the copy probe")  # fmt: skip
     group.addoption("--l2-flush", action="store_true", default=False,
                     help="on a GPU, overwrite a buffer larger than L2 before every round (cold-cache timing)")  # fmt: skip
@@ -140,4 +156,34 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json:
         "not_run": session.not_run,
         "kernels": kernels.to_dict("records"),
         "kernel_errors": kernel_errors,
+        "load_errors": {file: error.splitlines()[0] for file, error in discover().errors.items()},
+        "interrupted": bool(config.stash.get(_INTERRUPTED, False)),
     }
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
+    """Around pytest-benchmark's own (which writes ``--benchmark-json``): the JSON goes to a
+    temporary name beside the target and is moved into place only when the run completed; an
+    interrupted run is marked ``sw.interrupted`` and, if an earlier file is there, kept beside
+    it as ``NAME.interrupted.json``. A benchmark run that timed nothing is not a pass."""
+    config = session.config
+    writer = getattr(config, "_benchmarksession", None)  # pytest-benchmark's session (no public handle)
+    target = Path(writer.json) if writer is not None and writer.json else None
+    config.stash[_INTERRUPTED] = exitstatus == pytest.ExitCode.INTERRUPTED
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp") if target else None
+    if temporary is not None:
+        writer.json = temporary
+    yield
+    if temporary is not None:
+        writer.json = target
+        if temporary.exists():
+            if config.stash[_INTERRUPTED] and target.exists():
+                kept = target.with_name(f"{target.stem}.interrupted{target.suffix}")
+                os.replace(temporary, kept)
+                print(f"\ninterrupted: the partial run went to {kept}; {target} (an earlier run) is unchanged", file=sys.stderr)
+            else:
+                os.replace(temporary, target)
+    if _benchmarking(config) and writer is not None and not writer.benchmarks and session.exitstatus == pytest.ExitCode.OK:
+        print("\nnothing was benchmarked (every item skipped, deselected or failed): exit 5, no JSON written", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED

@@ -115,6 +115,8 @@ def test_a_benchmark_run_records_results_failures_and_what_was_not_run(tmp_path)
     peaks = run["machine_info"]["sw"]["peaks"]
     assert peaks["gflops"] == 50 and peaks["gflops_source"] == "given on the command line"
     assert peaks["gbps"] > 0 and peaks["gbps_source"].startswith("probe")
+    assert run["sw"]["interrupted"] is False and run["sw"]["load_errors"] == {}
+    assert not list(tmp_path.glob(".run.json.*"))  # written beside, moved into place
     (failure,) = run["sw"]["failures"]
     assert failure["computation"] == "bad_zeros" and "ResultMismatch" in failure["error"]
     assert {"computation": "torch_roll", "device": "cuda"} in [

@@ -126,3 +126,100 @@ def test_a_report_never_replaces_its_input(tmp_path, capsys):
     before = run.read_bytes()
     assert main(["report", str(run), "--output", str(run), "--overwrite"]) == EXIT_USAGE
     assert "is the input" in capsys.readouterr().out and run.read_bytes() == before
+
+
+BAD_IMPLS = Path(__file__).parent / "bad_impls"
+#: cheat -> what the benchmark's verification of its timed calls says
+TIMED_CHEATS = {
+    "cheat_replays_by_pointer": "is the memory of an earlier call's output",
+    "cheat_caches_by_pointer": "on the same input buffers refilled with -x, is wrong",
+    "cheat_works_once": "is wrong",
+    "cheat_patches_timer": "time.perf_counter was replaced by function _slow_clock",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TIMED_CHEATS))
+def test_the_benchmark_verifies_what_it_timed(name):
+    """Session.measure's check after timing (``integrity.check_timed_calls``), on the calls a
+    benchmark makes: one verified, then timed ones on the same buffers."""
+    from harness import discover
+    from harness.bench import Computation
+    from harness.cases import Case
+    from harness.checking import integrity
+
+    impl = discover(BAD_IMPLS).implementations[name]
+    prepared = Computation(name, impl.role, "", implementation=impl).prepare(Case("t", 7, 3, 2, 1, 1, 6, 6), __import__("torch").float32, "cpu")
+    first = prepared.run()
+    prepared.verify(first)
+    for _ in range(4):
+        last = prepared.run()
+    with pytest.raises(integrity.TimedCallsCheat, match=TIMED_CHEATS[name]):
+        integrity.check_timed_calls(prepared.run, prepared.verify, first, last, prepared.inputs, impl.source)
+
+
+def test_an_honest_implementation_passes_the_timed_calls_check():
+    from harness import discover
+    from harness.bench import Computation
+    from harness.cases import Case
+    from harness.checking import integrity
+
+    impl = discover().implementations["torch_roll"]
+    prepared = Computation("torch_roll", impl.role, "", implementation=impl).prepare(Case("t", 7, 3, 2, 1, 1, 6, 6), __import__("torch").float32, "cpu")
+    x = prepared.inputs[0].clone()
+    first, last = prepared.run(), prepared.run()
+    integrity.check_timed_calls(prepared.run, prepared.verify, first, last, prepared.inputs)
+    assert torch_equal(prepared.inputs[0], x)  # x is put back after the probe
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b)
+
+
+def _bench(tmp_path, impls: Path, output: Path, select: str):
+    import subprocess
+    import sys
+
+    root = Path(__file__).parents[1]
+    command = [
+        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(root / "tests" / "test_benchmarks.py"),
+        "--benchmark-only", "--suite", "sweep_small_kernel", "-k", select, "--benchmark-max-time=0.01",
+        "--benchmark-min-rounds=2", "--peak-gflops=50", "--peak-gbps=10", f"--benchmark-json={output}",
+    ]  # fmt: skip
+    env = {**os.environ, "SW_IMPLS_DIR": str(impls)}
+    return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_an_interrupted_benchmark_run_never_replaces_an_earlier_file(tmp_path):
+    import json
+
+    impls = tmp_path / "impls"
+    impls.mkdir()
+    (impls / "roll.py").write_text(ROLL)
+    _impl(impls, "zz_interrupts", "    raise KeyboardInterrupt")  # as Ctrl-C during its benchmark
+    output = tmp_path / "run.json"
+    output.write_text("an earlier run")
+    done = _bench(tmp_path, impls, output, "k3 and (torch_roll-cpu or zz_interrupts-cpu) and not compiled")
+    assert done.returncode == pytest.ExitCode.INTERRUPTED, done.stdout[-2000:] + done.stderr[-2000:]
+    assert output.read_text() == "an earlier run"
+    partial = json.loads((tmp_path / "run.interrupted.json").read_text())
+    assert partial["sw"]["interrupted"] is True
+    assert [b["extra_info"]["computation"] for b in partial["benchmarks"]] == ["torch_roll"]
+    from harness.report import render_report
+
+    assert "**no: interrupted**" in render_report([tmp_path / "run.interrupted.json"]).markdown
+
+
+def test_a_benchmark_run_that_times_nothing_is_not_a_pass(tmp_path):
+    impls = tmp_path / "impls"
+    impls.mkdir()
+    (impls / "roll.py").write_text(ROLL)
+    output = tmp_path / "run.json"
+    done = _bench(tmp_path, impls, output, "torch_roll-cuda")  # skipped here (no GPU) or timed (GPU)
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without a CUDA device: the selected benchmark is timed there")
+    assert done.returncode == pytest.ExitCode.NO_TESTS_COLLECTED, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "nothing was benchmarked" in done.stderr and not output.exists()

@@ -202,5 +202,52 @@ class Guard:
 
 
 def timing_guard() -> Guard:
-    """The clocks and the CUDA synchronization (for the benchmarks' own ``Guard``)."""
+    """The clocks and the CUDA synchronization: what a timing relies on."""
     return Guard.of(time, torch.cuda, names={time: CLOCKS, torch.cuda: CUDA_FUNCTIONS})
+
+
+class TimedCallsCheat(AssertionError):
+    """What was timed is not what was verified (a replayed or cached result, a patched clock)."""
+
+
+def check_timed_calls(
+    run, verify, first: object, last: object, inputs: Sequence[torch.Tensor], source: Path | None = None, benchmark=None
+) -> None:
+    """After a benchmark's timing: its last timed result must not be the memory of the first
+    (verified) call's nor of an input, the clocks must be the real ones (pytest-benchmark's
+    included; a replacement is blamed on the implementation whose ``source`` file made it, or on
+    every one when its maker is unknown), and one more call on the same input buffers refilled with -x, the last result
+    poisoned, must verify (``verify`` computes the reference of the inputs as they are then);
+    x is put back afterwards. Raises TimedCallsCheat or the verification's own error."""
+    problems = output_problems(last, dict(zip(("x", "weight"), inputs)), _plain_tensors(first)) if inputs else []
+    problems += [t.message() for t in _TIMING.tampered() if t.source is None or t.by([source] if source else [])]
+    timer = getattr(benchmark, "_timer", None)  # pytest-benchmark's clock (no public handle)
+    if timer is not None and not _real_clock(timer):
+        problems.append(f"pytest-benchmark's timer is {_describe(timer)} defined in {_source_of(timer)}, not a clock of time")
+    if problems:
+        raise TimedCallsCheat("the timed calls cannot be trusted: " + "; ".join(problems))
+    if not inputs:
+        return
+    try:
+        verify(last)
+    except AssertionError as error:
+        raise TimedCallsCheat(f"the last timed call's result is wrong (the verified first call was right): {error}") from None
+    poison(last)
+    probe_inputs(inputs[0])
+    try:
+        verify(run())
+    except AssertionError as error:
+        raise TimedCallsCheat(
+            f"a call after timing, on the same input buffers refilled with -x, is wrong (timed calls may have "
+            f"returned a result cached by input address): {error}"
+        ) from None
+    finally:
+        probe_inputs(inputs[0])
+
+
+def _real_clock(clock: object) -> bool:
+    return isinstance(clock, types.BuiltinFunctionType) and clock.__self__ is time and clock.__name__ in CLOCKS
+
+
+#: The clocks as imported, before any implementation (see ``Guard``).
+_TIMING = timing_guard()

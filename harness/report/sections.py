@@ -40,7 +40,8 @@ def runs_table(runs: Sequence[Run]) -> str:
     labels = run_labels(runs)
     rows = [{"file": r.path.name, "machine": labels[r.path], "date": r.data.get("datetime", MISSING),
              "tier": r.data["sw"].get("tier", MISSING), "suites": ", ".join(r.data["sw"].get("suites", [])),
-             "command": f"`{r.data['sw']['command']}`"} for r in runs]  # fmt: skip
+             "command": f"`{r.data['sw']['command']}`",
+             "complete": "**no: interrupted**" if r.data["sw"].get("interrupted") else "yes"} for r in runs]  # fmt: skip
     return table(pd.DataFrame(rows).sort_values(["machine", "date", "file"]))
 
 
@@ -162,7 +163,11 @@ def listings(runs: Sequence[Run]) -> list[str]:
         parts.append(table(integral.rename(columns=KERNEL_COLUMNS | {"dynamic_shared_bytes": "dynamic shared (B)"})))
         parts.append("The SASS instruction mix and the labelled A100/H100 lower-bound estimates: `swbench kernels` "
                      "(reports/kernels.md).")
-    return parts + [f"- {name}: kernels did not build: {error}" for name, error in errors]
+    parts += [f"- {name}: kernels did not build: {error}" for name, error in errors]
+    load_errors = sorted({(f, e) for r in runs for f, e in (r.data["sw"].get("load_errors") or {}).items()})
+    if load_errors:
+        parts += ["## Implementation files that did not load", *(f"- `{file}`: {error}" for file, error in load_errors)]
+    return parts
 
 
 def comparison_section(new: pd.DataFrame, base: pd.DataFrame, new_runs: Sequence[Run], base_runs: Sequence[Run],
