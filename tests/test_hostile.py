@@ -223,3 +223,16 @@ def test_a_benchmark_run_that_times_nothing_is_not_a_pass(tmp_path):
         pytest.skip("needs a machine without a CUDA device: the selected benchmark is timed there")
     assert done.returncode == pytest.ExitCode.NO_TESTS_COLLECTED, done.stdout[-2000:] + done.stderr[-2000:]
     assert "nothing was benchmarked" in done.stderr and not output.exists()
+
+
+def test_a_bogus_impl_or_channel_count_is_a_clear_error_at_once():
+    import torch
+
+    from harness.models.layers import ShiftwiseConv2d
+    from harness.models.networks import build_network
+
+    with pytest.raises(ValueError, match="unknown SW implementation 'bogus'"):
+        build_network("sw_tiny", impl="bogus", depths=(1, 1, 1, 1), dims=(8, 16, 32, 64))
+    layer = ShiftwiseConv2d(8, 13, impl="reference")
+    with pytest.raises(ValueError, match=r"x must be \(B, 8, H, W\), got shape \(1, 5, 6, 6\)"):
+        layer(torch.zeros(1, 5, 6, 6))

@@ -232,6 +232,8 @@ class ShiftwiseConv2d(nn.Module):
             )
         if not isinstance(impl, str):
             raise TypeError(f"impl must be a str, got {type(impl).__name__}")
+        if impl not in ("auto", REFERENCE):
+            _implementation(impl)  # an unknown name fails here, not at the first forward
         self.in_channels, self.rep_n = in_channels, rep_n
         self.kernels = (small_kernel, big_kernel)
         self.nk = spec.nk
@@ -269,6 +271,8 @@ class ShiftwiseConv2d(nn.Module):
         return weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"ShiftwiseConv2d: x must be (B, {self.in_channels}, H, W), got shape {tuple(x.shape)}")
         ghost_in = x.index_select(1, self.ghost)
         rep_in = x.index_select(1, self.rep)
         impl = resolve_impl(self.impl, x.device, x.dtype) if self.impl == "auto" else self.impl
@@ -363,6 +367,8 @@ class MergedShiftwiseConv2d(nn.Module):
         self.r = i.shape[-1] // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"ShiftwiseConv2d: x must be (B, {self.in_channels}, H, W), got shape {tuple(x.shape)}")
         ghost_in = x.index_select(1, self.ghost)
         rep_in = x.index_select(1, self.rep)
         c, r, radius = rep_in.shape[1], self.r, self.radius
