@@ -120,18 +120,27 @@ def _device_table(spec: ShiftwiseSpec, height: int, width: int, device: torch.de
     return torch.tensor(entry_table(spec, height, width), device=device).contiguous()
 
 
+@functools.lru_cache(maxsize=256)
+def _prepared(spec: ShiftwiseSpec, shape: torch.Size, dtype: torch.dtype, device: torch.device):
+    """(launch, kernel name, plan) for one configuration and device, made once: the plan, the
+    device's shared-memory limit, the specialised source and its launcher are host work a
+    call must not repeat (at SW-tiny stages 3-4 it would be about the kernel's own time)."""
+    plan = launch_plan(spec, shape, torch.empty((), dtype=dtype).element_size(), cudac.max_shared_optin(device))
+    defines = plan.defines
+    if device.type == "cpu":  # the host build ignores __launch_bounds__: one build serves every bound
+        defines = {**defines, "SW_THREADS": 1024, "SW_MIN_BLOCKS": 1}
+    launch = cudac.cupy_launcher(cudac.specialise(KERNEL_SOURCE, defines), device)
+    return launch, f"sw_onepass_{cudac.dtype_suffix(dtype)}", plan
+
+
 def forward(x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec) -> Branches:
     x, weight = x.contiguous(), weight.contiguous()
     batch, channels, height, width = x.shape
-    plan = launch_plan(spec, x.shape, x.element_size(), cudac.max_shared_optin(x.device))
+    launch, kernel, plan = _prepared(spec, x.shape, x.dtype, x.device)
     table = _device_table(spec, height, width, x.device)
     out_h, out_v, out_i = (torch.empty_like(x) for _ in range(3))
-    defines = plan.defines
-    if x.device.type == "cpu":  # the host build ignores __launch_bounds__: one build serves every bound
-        defines = {**defines, "SW_THREADS": 1024, "SW_MIN_BLOCKS": 1}
-    launch = cudac.cupy_launcher(cudac.specialise(KERNEL_SOURCE, defines), x.device)
     launch(
-        f"sw_onepass_{cudac.dtype_suffix(x.dtype)}", (plan.grid,), plan.block, x, weight, out_h, out_v, out_i,
+        kernel, (plan.grid,), plan.block, x, weight, out_h, out_v, out_i,
         table, batch * channels, channels, spec.nk, height, width, spec.groups, plan.entries,
         shared_bytes=plan.shared_bytes,
     )  # fmt: skip

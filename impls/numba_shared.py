@@ -192,7 +192,7 @@ def shift_add(y: torch.Tensor, spec: ShiftwiseSpec) -> Branches:
         view = lambda t: t.detach().numpy()  # noqa: E731
         stream = 0
     else:
-        view = cuda.as_cuda_array
+        view = lambda t: cuda.as_cuda_array(t.detach())  # noqa: E731 (torch refuses the interface for tensors requiring grad)
         stream = cuda.external_stream(torch.cuda.current_stream(y.device).cuda_stream)
     tables = cudac.device_move_tables(spec, height, width, y.device)
 
@@ -223,8 +223,27 @@ def _execution(device: torch.device) -> Execution:
     if device.type == "cuda" and _simulated():
         return Execution(mode, f"{SIMULATOR_ENV}=1: this process runs Numba's CUDA simulator, not the GPU", emulated)
     if device.type == "cuda":
-        return Execution(mode, _nvjitlink_missing(), emulated)
+        return Execution(mode, _nvvm_missing() or _nvjitlink_missing(), emulated)
     return Execution(mode, None, emulated)
+
+
+def _nvvm_missing() -> str | None:
+    """Why numba-cuda has no NVVM to compile kernels with, or None (probed once: without it the
+    first launch would fail, so the implementation is unavailable with this reason instead)."""
+    return _nvvm_probe()
+
+
+@functools.lru_cache(maxsize=None)
+def _nvvm_probe() -> str | None:
+    try:
+        from numba.cuda.cudadrv import nvvm
+
+        if nvvm.is_available():
+            return None
+        nvvm.NVVM()  # not available: its error names what is missing
+    except Exception as error:
+        return f"NVVM is not usable by numba-cuda ({type(error).__name__}: {error}); install nvidia-nvvm or a CUDA toolkit"
+    return "NVVM is not usable by numba-cuda (numba.cuda.cudadrv.nvvm.is_available() is False); install nvidia-nvvm"
 
 
 def _nvjitlink_missing() -> str | None:

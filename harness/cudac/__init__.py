@@ -20,6 +20,7 @@ from harness.cudac.launch import (
     branch_moves,
     cupy_launcher,
     device_move_tables,
+    kernel_arguments,
     dtype_suffix,
     max_shared_optin,
     specialise,
@@ -37,6 +38,7 @@ __all__ = [
     "branch_moves",
     "cupy_launcher",
     "device_move_tables",
+    "kernel_arguments",
     "dtype_suffix",
     "figures_of",
     "kernel_sass",
@@ -86,11 +88,9 @@ def unavailable_reason(path: str | Path, device: torch.device) -> str | None:
             return "no C++ compiler for the host build (set CXX or install g++)"
         refused = unsupported_features(CudaSource.read(path))
         return f"host emulation cannot run it: {', '.join(refused)}" if refused else None
-    try:
-        import cuda.core  # noqa: F401
-    except ImportError as error:
-        return f"cuda-python is not installed ({error})"
-    return nvrtc_unavailable_reason()
+    from harness.cudac.core import cuda_core_unavailable_reason
+
+    return cuda_core_unavailable_reason() or nvrtc_unavailable_reason()
 
 
 def source_figures(path: str | Path, arch: str) -> list[PtxasFigures]:

@@ -58,9 +58,16 @@ def _cache_dir() -> Path:
 def specialise(path: str | Path, defines: Mapping[str, int]) -> Path:
     """A copy of ``path`` with ``#define NAME value`` lines first: one configuration of its
     compile-time constants, the same text for the host build and for NVRTC (so both builds
-    see identical code). Written once per (source, defines), atomically."""
-    path = Path(path)
-    header = "".join(f"#define {name} {int(value)}\n" for name, value in sorted(defines.items()))
+    see identical code). Written once per (source, defines), atomically; remembered per
+    (source version, defines), so a call per launch costs a dictionary lookup, not a read and
+    a hash of the file."""
+    path = Path(path).resolve()
+    return _specialised(path, path.stat().st_mtime_ns, tuple(sorted((name, int(value)) for name, value in defines.items())))
+
+
+@functools.lru_cache(maxsize=256)
+def _specialised(path: Path, mtime_ns: int, defines: tuple[tuple[str, int], ...]) -> Path:
+    header = "".join(f"#define {name} {value}\n" for name, value in defines)
     text = f"{header}#line 1 \"{path.name}\"\n{path.read_text()}"
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     target = _cache_dir() / f"{path.stem}-{digest}.cu"
@@ -69,6 +76,45 @@ def specialise(path: str | Path, defines: Mapping[str, int]) -> Path:
         scratch.write_text(text)
         os.replace(scratch, target)
     return target
+
+
+#: Pointee type of a pointer parameter -> the tensor dtype a kernel reads through it.
+_POINTEES = {"float*": torch.float32, "double*": torch.float64, "int*": torch.int32, "int32_t*": torch.int32,
+             "unsigned char*": torch.uint8, "long long*": torch.int64, "int64_t*": torch.int64}  # fmt: skip
+
+
+def kernel_arguments(kernel: str, params, args, device: torch.device) -> list:
+    """The arguments of one launch of ``kernel`` as the driver takes them: each tensor as its
+    address (``data_ptr()``: no DLPack export, so a weight that requires grad, an
+    ``nn.Parameter``, is passed like any tensor), each scalar as its C type's numpy scalar.
+    A tensor the kernel would misread is refused with its parameter's name: not on
+    ``device``, not contiguous (kernels index flat row-major arrays; a silent copy would lose
+    an output's writes), or not of the pointee's dtype."""
+    if len(args) != len(params):
+        raise TypeError(f"kernel {kernel} takes {len(params)} arguments, got {len(args)}")
+    packed = []
+    for param, arg in zip(params, args):
+        if not param.is_pointer:
+            packed.append(_SCALARS[param.ctype](arg))
+            continue
+        if not isinstance(arg, torch.Tensor):
+            raise TypeError(f"kernel {kernel}: {param.name} ({param.ctype}) expects a tensor, got {type(arg).__name__}")
+        if arg.device != device:
+            raise ValueError(f"kernel {kernel}: {param.name} must be on {device}, got a tensor on {arg.device}")
+        if not arg.is_contiguous():
+            raise ValueError(
+                f"kernel {kernel}: {param.name} must be contiguous (the kernel indexes it as a flat row-major array), "
+                f"got strides {tuple(arg.stride())} for shape {tuple(arg.shape)}"
+            )
+        expected = _POINTEES.get(param.ctype)
+        if expected is not None and arg.dtype != expected:
+            raise TypeError(f"kernel {kernel}: {param.name} ({param.ctype}) expects {expected}, got {arg.dtype}")
+        packed.append(np.uint64(arg.data_ptr()))  # a device address: 8 bytes, as the pointer parameter
+    return packed
+
+
+def _device_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 @functools.lru_cache(maxsize=None)
@@ -81,41 +127,62 @@ def _cupy_module(path: Path, device_index: int):
 
 def cupy_launcher(path: str | Path, device: torch.device):
     """``launch(kernel, grid, block, *args, shared_bytes=)`` for the kernels of ``path``: the
-    host build on the CPU; on a GPU, ``cupy.RawModule`` on torch's current stream with DLPack
-    views of tensor arguments (no copies), opting in to more than 48 KiB of dynamic shared
-    memory when a launch asks for it."""
+    host build on the CPU; on a GPU, ``cupy.RawModule`` on torch's current stream (whichever
+    stream is current at the launch), tensors passed by address (``kernel_arguments``),
+    opting in to more than 48 KiB of dynamic shared memory when a launch asks for it. Made
+    once per (file, device): a launch costs the argument packing and the driver call."""
+    path = Path(path).resolve()
+    device = torch.device(device)
+    if device.type == "cuda":
+        device = torch.device("cuda", _device_index(device))
+    return _launcher(path, device)
+
+
+@functools.lru_cache(maxsize=256)
+def _launcher(path: Path, device: torch.device):
     from harness.cudac import CudaSource, load_module
 
-    path = Path(path).resolve()
+    signatures = CudaSource.read(path).kernels
     if device.type == "cpu":
         module = load_module(path, device)
 
         def launch(kernel, grid, block, *args, shared_bytes=0):
+            packed = kernel_arguments(kernel, signatures[kernel].params, args, device)
             # Past 48 KiB the GPU path opts in; the host build grants the same (the sm_80 maximum).
-            module.launch(kernel, grid, block, *(a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args),
+            module.launch(kernel, grid, block, *(int(a) if p.is_pointer else a.item() for p, a in zip(signatures[kernel].params, packed)),
                           shared_bytes=shared_bytes, opt_in=shared_bytes > SHARED_LIMIT)  # fmt: skip
 
         return launch
 
     import cupy
 
-    index = device.index if device.index is not None else torch.cuda.current_device()
+    index = device.index
     module = _cupy_module(path, index)
-    signatures = CudaSource.read(path).kernels
+    functions: dict[tuple[str, int], object] = {}  # (kernel, opted-in shared bytes) -> cupy.RawKernel
+
+    def function_for(kernel: str, shared_bytes: int):
+        key = (kernel, shared_bytes if shared_bytes > SHARED_LIMIT else 0)
+        if key not in functions:
+            function = module.get_function(kernel)
+            if key[1]:
+                function.max_dynamic_shared_size_bytes = shared_bytes
+            functions[key] = function
+        return functions[key]
 
     def launch(kernel, grid, block, *args, shared_bytes=0):
-        params = signatures[kernel].params
-        # Views are taken inside the stream context: DLPack then orders them on torch's stream.
-        with cupy.cuda.Device(index), cupy.cuda.ExternalStream(torch.cuda.current_stream(index).cuda_stream):
-            packed = [
-                cupy.from_dlpack(a) if isinstance(a, torch.Tensor) else _SCALARS[p.ctype](a) for p, a in zip(params, args)
-            ]
-            function = module.get_function(kernel)
-            if shared_bytes > SHARED_LIMIT:
-                function.max_dynamic_shared_size_bytes = shared_bytes
-            function(grid, block, tuple(packed), shared_mem=shared_bytes)
+        packed = kernel_arguments(kernel, signatures[kernel].params, args, device)
+        stream = torch.cuda.current_stream(index).cuda_stream
+        with cupy.cuda.Device(index), cupy.cuda.ExternalStream(stream):
+            function_for(kernel, shared_bytes)(grid, block, tuple(packed), shared_mem=shared_bytes)
 
     return launch
+
+
+@functools.lru_cache(maxsize=None)
+def _shared_optin(index: int) -> int:
+    import cupy
+
+    return int(cupy.cuda.Device(index).attributes["MaxSharedMemoryPerBlockOptin"])
 
 
 def max_shared_optin(device: torch.device) -> int:
@@ -126,10 +193,7 @@ def max_shared_optin(device: torch.device) -> int:
         from harness.cudac.host import MAX_DYNAMIC_SHARED_OPTIN
 
         return MAX_DYNAMIC_SHARED_OPTIN
-    import cupy
-
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return int(cupy.cuda.Device(index).attributes["MaxSharedMemoryPerBlockOptin"])
+    return _shared_optin(_device_index(device))  # the device's attributes, read once per device
 
 
 def branch_moves(spec: ShiftwiseSpec, height: int, width: int) -> tuple[int, int, int]:

@@ -42,8 +42,11 @@ class Compiled:
 def nvrtc_unavailable_reason() -> str | None:
     """Why NVRTC cannot be used here, or None."""
     try:
-        from cuda.core import Program  # noqa: F401
         from cuda.pathfinder import load_nvidia_dynamic_lib
+
+        from harness.cudac.core import cuda_core
+
+        cuda_core()
 
         load_nvidia_dynamic_lib("nvrtc")
     except Exception as error:  # import errors and a missing libnvrtc both land here
@@ -55,12 +58,13 @@ def compile_cuda(source: CudaSource, arch: str) -> Compiled:
     """Build ``source`` to a cubin for ``arch`` (e.g. ``sm_80``) with ``ptxas -v``. Compile-time
     configurations are separate sources (``harness.cudac.launch.specialise`` writes the defines
     into the text), so the host build and NVRTC always compile the same text."""
-    from cuda.core import Program, ProgramOptions
+    from harness.cudac.core import cuda_core
 
-    options = ProgramOptions(name=source.path.name, arch=arch, std="c++17", ptxas_options=["-v"])
+    core = cuda_core()
+    options = core.ProgramOptions(name=source.path.name, arch=arch, std="c++17", ptxas_options=["-v"])
     log = io.StringIO()
     try:
-        code = Program(source.text, "c++", options).compile("cubin", logs=log)
+        code = core.Program(source.text, "c++", options).compile("cubin", logs=log)
     except Exception as error:
         raise RuntimeError(f"NVRTC could not compile {source.path.name} for {arch}:\n{error}\n{log.getvalue()}") from None
     text = log.getvalue().replace("\x00", "")
