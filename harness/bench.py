@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from harness import machine
+from harness import gputime, machine
 from harness.cases import TIERS, Case
 from harness.checking import CheckCase, bitwise_equal, compare_with_reference, expected_result, integrity, make_inputs
 from harness.peers import Peer, peers
@@ -30,10 +30,6 @@ from harness.perf import Workload, useful_flops
 from harness.registry import Implementation, Role, implementations
 from harness.results import BenchmarkRow
 from harness.traffic import compulsory_bytes
-
-#: Bytes overwritten before each round with --l2-flush: larger than any GPU's L2 so far (H100: 50 MiB).
-L2_FLUSH_BYTES = 256 * 2**20
-
 
 class ResultMismatch(AssertionError):
     """An implementation's output on a benchmark case differs from the reference."""
@@ -64,6 +60,7 @@ def _synchronized(fn: Callable[[], object], device: torch.device) -> Callable[[]
         torch.cuda.synchronize(device)
         return result
 
+    run.unsynchronized = fn  # what harness.gputime times with events
     return run
 
 
@@ -162,6 +159,7 @@ class Session:
     peak_gflops: float | None = None
     peak_gbps: float | None = None
     l2_flush: bool = False
+    gpu_graph: bool = False
     cases: list[Case] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
     not_run: list[dict] = field(default_factory=list)
@@ -208,8 +206,9 @@ class Session:
         )
         benchmark.group = f"{case.suite}/{case.name}"
         benchmark.extra_info.update(row.to_extra_info())
-        if self.l2_flush and device == "cuda":
-            last = benchmark.pedantic(prepared.run, setup=_flusher(device), rounds=20, warmup_rounds=1)
+        if device == "cuda":  # CUDA events around the work, not a host sync per call (harness.gputime)
+            work = getattr(prepared.run, "unsynchronized", prepared.run)
+            last = gputime.time_on_gpu(benchmark, work, device, gputime.GpuTiming(self.l2_flush, self.gpu_graph))
         else:
             last = benchmark(prepared.run)
         row = row.with_determinism(outputs_equal(first, last))
@@ -223,13 +222,3 @@ class Session:
             )
             raise
         return row
-
-
-def _flusher(device: str):
-    scratch = torch.empty(L2_FLUSH_BYTES // 4, device=device)
-
-    def flush() -> None:
-        scratch.fill_(1.0)
-        torch.cuda.synchronize(device)
-
-    return flush

@@ -57,7 +57,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--peak-gbps", type=_positive_number, default=None, metavar="GBPS",
                     help="memory bandwidth for the roofline instead of the copy probe")  # fmt: skip
     group.addoption("--l2-flush", action="store_true", default=False,
-                    help="on a GPU, overwrite a buffer larger than L2 before every round (cold-cache timing)")  # fmt: skip
+                    help="on a GPU, overwrite a buffer larger than L2 before every round, outside the timed region (cold L2)")  # fmt: skip
+    group.addoption("--no-kernel-table", action="store_true", default=False,
+                    help="leave the GPU kernels listing out of the JSON (NVRTC builds of every kernel; the GPU day makes it once)")  # fmt: skip
+    group.addoption("--gpu-graph", action="store_true", default=False,
+                    help="on a GPU, also time replays of the work captured once in a CUDA graph (harness.gputime)")  # fmt: skip
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,6 +71,7 @@ def pytest_configure(config: pytest.Config) -> None:
         peak_gflops=config.getoption("peak_gflops"),
         peak_gbps=config.getoption("peak_gbps"),
         l2_flush=config.getoption("l2_flush"),
+        gpu_graph=config.getoption("gpu_graph"),
     )
 
 
@@ -145,7 +150,10 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json: dict) -> None:
     session = config.stash[_SESSION]
-    kernels, kernel_errors = kernel_table([c.implementation for c in computations() if c.implementation])
+    if config.getoption("no_kernel_table"):
+        kernels, kernel_errors = None, {}  # left out (--no-kernel-table): not an error
+    else:
+        kernels, kernel_errors = kernel_table([c.implementation for c in computations() if c.implementation])
     output_json["sw"] = {
         "tier": config.getoption("tier"),
         "suites": sorted({case.suite for case in session.cases}),
@@ -154,7 +162,7 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json:
         "command": shlex.join(["pytest", *sys.argv[1:]]),
         "failures": session.failures,
         "not_run": session.not_run,
-        "kernels": kernels.to_dict("records"),
+        "kernels": kernels.to_dict("records") if kernels is not None else [],
         "kernel_errors": kernel_errors,
         "load_errors": {file: error.splitlines()[0] for file, error in discover().errors.items()},
         "interrupted": bool(config.stash.get(_INTERRUPTED, False)),
