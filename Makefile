@@ -13,7 +13,7 @@ RUN        := bench-$(TIER)-$(shell date -u +%Y%m%dT%H%M%SZ)
 BENCH_JSON ?= reports/runs/$(RUN).json
 REPORT     ?= reports/$(RUN).md
 
-.PHONY: setup test bench report check list kernels clean
+.PHONY: setup test bench report check list kernels gpu clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,14 @@ list: $(STAMP)
 ## Regenerate reports/kernels.md (ptxas figures of every GPU kernel, sm_80 and sm_90; no GPU needed).
 kernels: $(STAMP)
 	$(BIN)/swbench kernels --output reports/kernels.md --overwrite
+
+## The GPU day (README "On a GPU machine"): every GPU phase in one run, into $(GPU_OUTPUT) ($$OUT when set).
+## Runs with the machine's own python3 and packages: no virtual environment, no pip (make gpu PYTHON=python3).
+## make gpu GPU_ARGS=--dry-run: every phase on the CPU here (host builds, Numba's simulator, tiny shapes).
+GPU_ARGS   ?=
+GPU_OUTPUT ?= $(if $(OUT),$(OUT),reports/gpu-day/$(shell date -u +%Y%m%dT%H%M%SZ))
+gpu:
+	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(PYTHON) -m harness.cli gpu --output $(GPU_OUTPUT) $(GPU_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks

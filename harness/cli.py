@@ -136,6 +136,8 @@ def _parser() -> argparse.ArgumentParser:
     kernels.add_argument("--output", type=Path, help="also write the table as markdown to this file")
     kernels.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
 
+    _add_gpu_day(commands)
+
     report = commands.add_parser(
         "report", help="markdown report with plots from saved benchmark JSON (pytest --benchmark-json=FILE)"
     )
@@ -152,6 +154,27 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--notes", type=Path, metavar="NOTES.md", help="markdown included after the summary (e.g. a profile)")
     report.add_argument("--overwrite", action="store_true", help="replace the report's files if they exist")
     return parser
+
+
+def _add_gpu_day(commands) -> None:
+    from harness.gpuday.day import PHASE_NAMES
+
+    gpu = commands.add_parser("gpu", help="the GPU day: every GPU phase in one timed run (make gpu); --dry-run on the CPU")
+    gpu.set_defaults(command=_gpu_day)
+    gpu.add_argument("--output", type=Path, help="one new or empty folder for everything (default: $OUT, else reports/gpu-day/TIME)")
+    gpu.add_argument("--dry-run", action="store_true", help="every phase on the CPU: host builds, Numba's simulator, tiny shapes")
+    gpu.add_argument("--phase", action="append", choices=PHASE_NAMES, help="only this phase (repeatable; default: all, in order)")
+
+
+def _gpu_day(args: argparse.Namespace, console: Console) -> int:
+    from harness.gpuday import run_day
+    from harness.gpuday.day import default_output
+
+    try:
+        return run_day(args.output or default_output(), dry_run=args.dry_run, phases=args.phase,
+                       echo=lambda line: console.print(escape(line), soft_wrap=True))  # fmt: skip
+    except (FileExistsError, ValueError) as error:
+        raise UsageError(str(error)) from None
 
 
 def _report(args: argparse.Namespace, console: Console) -> int:
