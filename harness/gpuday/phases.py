@@ -265,7 +265,7 @@ def phase_correctness(rec: Recorder, dry_run: bool) -> None:
         for case in cases:
             for dtype in ("float32", "float64"):
                 for mode in ("exact", "float"):
-                    if rec.left() < (35 if dry_run else 20):  # what the network path and swbench check need
+                    if rec.left() < (35 if dry_run else 50):  # what the network path and swbench check need
                         reached = False
                         break
                     check_case = CheckCase(dataclasses.replace(case, batch=batch), dtype, mode, device=device)
