@@ -108,9 +108,9 @@ def host_seconds_per_call(work: Callable[[], object], device: torch.device, call
 
 def _graph_seconds(work: Callable[[], object], device: torch.device, flush, rounds: int) -> tuple[list[float], str]:
     """Replays of ``work`` captured once in a CUDA graph, each timed by events; or ([], why not)."""
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
     try:
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             for _ in range(2):  # warm-up on a side stream, as capture requires
                 work()
@@ -119,7 +119,8 @@ def _graph_seconds(work: Callable[[], object], device: torch.device, flush, roun
         with torch.cuda.graph(graph):
             work()
     except Exception as error:  # a launch path that cannot be captured is a finding, recorded
-        torch.cuda.synchronize(device)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize(device)
         return [], f"not capturable: {type(error).__name__}: {error}"
     return _event_seconds(graph.replay, flush, rounds), "captured once, replayed"
 

@@ -92,3 +92,51 @@ def test_ncu_raw_csv_rows_keep_the_metrics():
     ])  # fmt: skip
     assert _parse_ncu_csv(text) == [{"Kernel Name": "sw_onepass_f32", "Block Size": "(512, 1, 1)", "dram__bytes_read.sum": "1048576",
                                      "sm__warps_active.avg.pct_of_peak_sustained_active": "41.5"}]  # fmt: skip
+
+
+class FakeBenchmark:
+    """pytest-benchmark's pedantic loop as it uses the fixture's timer: read before and after
+    the target, setup outside (``BenchmarkFixture._raw_pedantic``)."""
+
+    def __init__(self, max_time: float, min_rounds: int):
+        self._max_time, self._min_rounds, self._timer = max_time, min_rounds, None
+        self.durations, self.extra_info = [], {}
+
+    def pedantic(self, target, setup=None, rounds=1, iterations=1, warmup_rounds=0):
+        for index in range(warmup_rounds + rounds):
+            if setup:
+                assert setup() is None  # pedantic would take a returned value as the target's arguments
+            start = self._timer()
+            result = target()
+            if index >= warmup_rounds:
+                self.durations.append(self._timer() - start)
+        return result
+
+
+def test_time_on_gpu_times_only_the_work_and_sizes_rounds_from_max_time(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(FakeEvent, "now", 0.0)  # binary fractions below: the clock's sums are exact
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+
+    def flusher(device):
+        def flush():
+            FakeEvent.now += 0.5  # overwriting the L2 takes time the events must not see
+
+        return flush
+
+    monkeypatch.setattr(gputime, "_flusher", flusher)
+    calls = []
+
+    def work():
+        FakeEvent.now += 2**-9  # about 2 ms
+        calls.append(1)
+        return len(calls)
+
+    benchmark = FakeBenchmark(max_time=0.125, min_rounds=5)
+    last = gputime.time_on_gpu(benchmark, work, "cpu", gputime.GpuTiming(l2_flush=True, graph=True))
+    assert len(benchmark.durations) == gputime.rounds_for(2**-9, 0.125, 5) == 64
+    assert benchmark.durations == [2**-9] * 64
+    facts = benchmark.extra_info["gpu_timing"]
+    assert facts["timer"].startswith("CUDA events") and facts["l2_flush"] and facts["rounds"] == 64
+    assert facts["graph"].startswith("not capturable") and facts["graph_median_s"] is None  # no CUDA graphs on the CPU
+    assert facts["host_seconds_per_call"] >= 0 and last == 3 + 1 + 64  # probe, warm-up, timed rounds
