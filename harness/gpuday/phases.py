@@ -122,21 +122,30 @@ def _ptx_version(text: str) -> str | None:
 
 
 def _nvrtc_ptx(dry_run: bool) -> dict:
-    from harness.cudac.core import cuda_core
+    """The PTX ISA NVRTC emits for the device's architecture (NVRTC alone, no driver needed),
+    and on a GPU whether the driver JITs it (a newer ISA than the driver knows is refused)."""
+    from cuda.bindings import nvrtc
 
-    core = cuda_core()
     arch = "sm_90"
     if not dry_run:
         import torch
 
         major, minor = torch.cuda.get_device_capability()
         arch = f"sm_{major}{minor}"
-    source = 'extern "C" __global__ void probe(float* x) { x[threadIdx.x] += 1.0f; }'
-    ptx = core.Program(source, "c++", core.ProgramOptions(arch=arch)).compile("ptx")
-    text = bytes(ptx.code).decode()
+    source = b'extern "C" __global__ void probe(float* x) { x[threadIdx.x] += 1.0f; }'
+    _, program = nvrtc.nvrtcCreateProgram(source, b"probe.cu", 0, [], [])
+    (status,) = nvrtc.nvrtcCompileProgram(program, 1, [f"--gpu-architecture=compute_{arch[3:]}".encode()])
+    if status != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+        raise RuntimeError(f"NVRTC could not compile the probe: {status}")
+    _, size = nvrtc.nvrtcGetPTXSize(program)
+    buffer = b" " * size
+    nvrtc.nvrtcGetPTX(program, buffer)
+    text = buffer.rstrip(b"\0 ").decode()
     found = {"arch": arch, "nvrtc_emits_ptx_isa": _ptx_version(text)}
     if not dry_run:  # does this driver JIT what NVRTC emits?
-        found["driver_accepts_it"] = _attempt(lambda: bool(core.ObjectCode.from_ptx(text).get_kernel("probe")))
+        from harness.cudac.core import cuda_core
+
+        found["driver_accepts_it"] = _attempt(lambda: bool(cuda_core().ObjectCode.from_ptx(text).get_kernel("probe")))
     return found
 
 
