@@ -15,6 +15,7 @@ import sys
 
 import torch
 
+from harness import Branches
 from harness.cases import Case, load_cases
 from harness.checking import CheckCase, compare_with_reference, expected_result, make_inputs
 from harness.cudac import report_stages
@@ -44,8 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", help="a kernels-report stage (e.g. tiny-s3-b64) instead of the small layer")
     args = parser.parse_args(argv)
     case = _case(args.stage, args.device)
-    inputs = make_inputs(CheckCase(case, "float32", "float", device=args.device), nan_pruned=True)
+    # Inputs and the reference on the CPU: under compute-sanitizer and ncu, the GPU runs the implementations' kernels only.
+    inputs = make_inputs(CheckCase(case, "float32", "float"), nan_pruned=True)
     expected = expected_result(inputs.x, inputs.weight, case.spec(), exact=False)
+    x, weight = inputs.x.to(args.device), inputs.weight.to(args.device)
     ran = failed = 0
     impls = [impl for impl in gpu_implementations() if not args.impl or impl.name in args.impl]
     if args.impl and len(impls) != len(set(args.impl)):
@@ -57,10 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         try:
             with torch.no_grad():
-                got = impl(inputs.x, inputs.weight, case.spec())
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            problems = compare_with_reference(got, expected, torch.float32)
+                got = impl(x, weight, case.spec())
+            problems = compare_with_reference(Branches(*(branch.cpu() for branch in got)), expected, torch.float32)
         except Exception as error:  # reported and counted; the other implementations still run
             problems = [f"{type(error).__name__}: {error}"]
         ran += 1
