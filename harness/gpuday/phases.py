@@ -460,9 +460,9 @@ def phase_timing(rec: Recorder, dry_run: bool) -> None:
 
     quick = [c for c in computations() if c.peer is None or c.peer.tier == "quick"]
     chosen = [c.name for c in quick if "cuda" in c.devices]
-    if dry_run:  # the CUDA implementations (emulated here: listed as not timed, with the reason) and two peers
+    if dry_run:  # the CUDA implementations (emulated here: listed as not timed, with the reason) and one peer
         chosen = [c.name for c in quick if c.implementation is not None and "cuda" in c.devices]
-        chosen += [c.name for c in quick if c.peer is not None][:2]
+        chosen += [c.name for c in quick if c.peer is not None][:1]
         selection = ["--suite", "sw_tiny", "--tier", "quick", "-k", f"{_names_expression(chosen)} and {_STAGE4_B1}"]
         extra = ["--benchmark-max-time=0.02", "--benchmark-min-rounds=2", "--benchmark-warmup=off", "--gpu-graph"]
     else:
