@@ -95,6 +95,11 @@ class Implementation:
     traffic: Callable[[ShiftwiseSpec, tuple[int, int, int, int], int], int] | None = None
     #: ptxas figures of its GPU kernels for an architecture ("sm_80"), for the kernels table.
     kernel_figures: Callable[[str], list] | None = None
+    #: ``impl="auto"``'s preference: of the implementations that run natively on a device in a
+    #: dtype, the highest rank is picked (ties by name); declared from the layer benchmarks.
+    rank: int = 0
+    #: The whole deployed SW layer in one pass (``harness.models.layers.DeployedLayer``), or None.
+    deployed: Callable[..., torch.Tensor] | None = None
     source: Path | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -113,6 +118,10 @@ class Implementation:
             raise ValueError(f"Implementation {self.name}: role must be Role.IMPLEMENTATION or Role.PYTORCH_WAY, got {self.role!r}")
         if not callable(self.execution):
             raise TypeError(f"Implementation {self.name}: execution must be callable, got {type(self.execution).__name__}")
+        if not isinstance(self.rank, int) or isinstance(self.rank, bool):
+            raise TypeError(f"Implementation {self.name}: rank must be an int, got {self.rank!r}")
+        if self.deployed is not None and not callable(self.deployed):
+            raise TypeError(f"Implementation {self.name}: deployed must be callable or None, got {type(self.deployed).__name__}")
 
     def runs_on(self, device: str | torch.device = "cpu") -> Execution:
         """How it runs on ``device`` here; ``unavailable`` set when it cannot."""
@@ -202,7 +211,35 @@ def discover(path: str | os.PathLike | None = None) -> Discovery:
             )
             continue
         found[record.name] = record
+    _note_discovery(folder, found)
     return Discovery(folder, dict(sorted(found.items())), dict(sorted(errors.items())))
+
+
+#: folder -> (what its last discovery found: (name, source) pairs, generation number)
+_DISCOVERED: dict[Path, tuple[frozenset, int]] = {}
+
+
+def _note_discovery(folder: Path, found: Mapping[str, Implementation]) -> None:
+    # Records are cached per file version, so an unchanged file gives the same (equal) record.
+    found_set = frozenset(found.items())
+    previous = _DISCOVERED.get(folder)
+    if previous is None or previous[0] != found_set:
+        _DISCOVERED[folder] = (found_set, max((g for _, g in _DISCOVERED.values()), default=0) + 1)
+
+
+def generation(path: str | os.PathLike | None = None) -> int:
+    """A number that changes whenever a discovery of the folder finds a different set of records
+    (a file added, removed or modified: records are loaded per file version); 0 before the
+    first. Caches of what was derived from the records (``resolve_impl``) key on it."""
+    chosen = path if path is not None else os.environ.get(IMPLS_ENV) or DEFAULT_IMPLS_DIR
+    entry = _DISCOVERED.get(_resolved_folder(os.fspath(chosen), os.getcwd()))
+    return 0 if entry is None else entry[1]
+
+
+@functools.lru_cache(maxsize=16)
+def _resolved_folder(chosen: str, cwd: str) -> Path:
+    """``Path(chosen).resolve()`` relative to ``cwd`` (a syscall per path part: tens of us)."""
+    return (Path(cwd) / chosen).resolve()
 
 
 def _candidates(folder: Path) -> list[tuple[Path, int]]:

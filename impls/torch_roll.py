@@ -58,6 +58,7 @@ def shift_add(y: torch.Tensor, spec: ShiftwiseSpec) -> Branches:
 
 IMPLEMENTATION = Implementation(
     name="torch_roll",
+    rank=10,  # impl="auto" preference (the layer benchmarks' ranking)
     fn=shift_add,
     computes=Computes.SHIFT_ADD,
     devices=("cpu", "cuda"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 
 import numpy as np
 import torch
@@ -26,19 +27,11 @@ import torch.utils.flop_counter
 from torch import nn
 
 from harness.reference import merge_kernels, reference_forward
-from harness.registry import Implementation, implementations
+from harness.registry import IMPLS_ENV, Implementation, generation, implementations
 from harness.spec import ShiftwiseSpec
 
 #: Implementation name that runs the reference (the three rep-merged depthwise convs).
 REFERENCE = "reference"
-#: ``impl="auto"``: the first of these that runs natively on the tensor's device (and dtype)
-#: here; then any other non-emulated implementation by name; then the reference. The order
-#: is the layer benchmarks' ranking (reports/bench-quick-*.md: numba_cpu is the fastest CPU
-#: implementation; on a GPU the shared-memory kernels beat the atomicAdd port).
-AUTO_ORDER = {
-    "cpu": ("numba_cpu", "torch_roll"),
-    "cuda": ("cupy_fused", "numba_shared", "cuda_atomic", "torch_roll"),
-}
 #: Official ghost-channel seed (``np.random.seed(123)`` before ``np.random.choice``).
 GHOST_SEED = 123
 
@@ -61,8 +54,13 @@ def registered_spec(key: str) -> ShiftwiseSpec:
         raise KeyError(f"no ShiftwiseSpec registered under key {key!r} (register_spec(spec) gives the key)") from None
 
 
-@functools.lru_cache(maxsize=None)
 def _implementation(name: str) -> Implementation:
+    return _implementation_in(name, os.environ.get(IMPLS_ENV), generation())
+
+
+@functools.lru_cache(maxsize=64)
+def _implementation_in(name: str, folder: str | None, generation_: int) -> Implementation:
+    """The record named ``name`` (cached on the folder and its discovery generation)."""
     found = implementations()
     if name not in found:
         raise ValueError(f"unknown SW implementation {name!r}; known: {sorted(found)} (or 'reference', 'auto')")
@@ -88,16 +86,31 @@ def available_implementations(device: str | torch.device = "cpu", dtype: torch.d
 
 
 def resolve_impl(impl: str, device: str | torch.device, dtype: torch.dtype = torch.float32) -> str:
-    """The implementation ``impl`` names on ``device``: itself (checked), or for ``"auto"``
-    the first available one in ``AUTO_ORDER``, then any other by name, then the reference."""
+    """The implementation ``impl`` names on ``device``: itself (checked), or for ``"auto"`` the
+    highest-ranked (``Implementation.rank``, ties by name) that runs natively there in
+    ``dtype``, else the reference. Resolved once per (device, dtype, implementations folder,
+    ``harness.registry.generation``): again only when a discovery finds a changed set."""
     if impl == REFERENCE:
         return impl
     device = torch.device(device)
+    key = (impl, device, dtype, os.environ.get(IMPLS_ENV), generation())
+    resolved = _RESOLVED.get(key)
+    if resolved is None:
+        resolved = _resolve(impl, device, dtype)
+        _RESOLVED[(impl, device, dtype, os.environ.get(IMPLS_ENV), generation())] = resolved
+    return resolved
+
+
+#: resolve_impl's answers, keyed on everything they depend on
+_RESOLVED: dict[tuple, str] = {}
+
+
+def _resolve(impl: str, device: torch.device, dtype: torch.dtype) -> str:
     usable = available_implementations(device, dtype)
     if impl == "auto":
-        ranked = [n for n in AUTO_ORDER.get(device.type, ()) if usable.get(n, "") is None]
-        others = sorted(n for n, reason in usable.items() if reason is None and n not in ranked)
-        return (ranked + others + [REFERENCE])[0]
+        records = implementations()
+        ranked = sorted((n for n, reason in usable.items() if reason is None), key=lambda n: (-records[n].rank, n))
+        return (ranked + [REFERENCE])[0]
     if impl not in usable:
         raise ValueError(f"unknown SW implementation {impl!r}; known: {sorted(usable)} (or 'reference', 'auto')")
     if usable[impl] is not None:
@@ -157,6 +170,34 @@ def _shiftwise_flops(x_shape, weight_shape, spec_key, impl, *args, out_shape=Non
     return useful_flops(registered_spec(spec_key), tuple(x_shape))
 
 
+@torch.library.custom_op("sw::deployed", mutates_args=())
+def deployed_layer(x: torch.Tensor, weight: torch.Tensor, branch_scale: torch.Tensor, branch_bias: torch.Tensor,
+                   out_scale: torch.Tensor, out_shift: torch.Tensor, rep: torch.Tensor, ghost: torch.Tensor,
+                   spec_key: str, impl: str) -> torch.Tensor:  # fmt: skip
+    """A reparameterized SW layer and the BatchNorm after it in one call, by implementation
+    ``impl``'s ``deployed`` (``ShiftwiseConv2d.forward`` says what it computes)."""
+    record = _implementation(impl)
+    out = record.deployed(x, weight, registered_spec(spec_key), branch_scale, branch_bias, out_scale, out_shift, rep, ghost)
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape or out.dtype != x.dtype or out.device != x.device:
+        got = f"{tuple(out.shape)} {out.dtype} on {out.device}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"implementation {impl}: deployed must return {tuple(x.shape)} {x.dtype} on {x.device}, got {got}")
+    return out
+
+
+@deployed_layer.register_fake
+def _deployed_fake(x, weight, branch_scale, branch_bias, out_scale, out_shift, rep, ghost, spec_key, impl):
+    return torch.empty_like(x, memory_format=torch.channels_last)
+
+
+@torch.utils.flop_counter.register_flop_formula(torch.ops.sw.deployed)
+def _deployed_flops(x_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    """The operator's useful FLOPs on the rep channels (the folded scales are not counted)."""
+    from harness.perf import useful_flops
+
+    spec = registered_spec(args[-2])
+    return useful_flops(spec, (x_shape[0], spec.channels, *x_shape[2:]))
+
+
 # ----------------------------------------------------------------------------- channel split
 def ghost_split(in_channels: int, ghost_ratio: float) -> tuple[list[int], list[int]]:
     """(rep, ghost) channel indices as the official layer picks them, both sorted.
@@ -202,7 +243,7 @@ class ShiftwiseConv2d(nn.Module):
     weights (equal to summing their outputs, the official forward, up to rounding).
 
     ``impl``: a registered implementation's name, ``"reference"`` (the merged depthwise convs),
-    or ``"auto"`` (``resolve_impl``: resolved on each call for the input's device and dtype).
+    or ``"auto"`` (``resolve_impl``: the best-ranked for the input's device and dtype, cached).
     Stride 1 only, as the official layer's shifts assume.
     """
 
@@ -253,6 +294,8 @@ class ShiftwiseConv2d(nn.Module):
         self.bn_small = nn.BatchNorm2d(rep_n) if bn else None
         self.register_buffer("branch_scale", None)  # set by reparameterize(): (3, repN)
         self.register_buffer("branch_bias", None)  # (repN,)
+        self.register_buffer("output_scale", None)  # set by fold_following_bn(): (C,)
+        self.register_buffer("output_shift", None)  # (C,)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, kernels={self.kernels}, repN={self.rep_n}, groups={self.spec.groups}, impl={self.impl!r}"
@@ -273,9 +316,12 @@ class ShiftwiseConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"ShiftwiseConv2d: x must be (B, {self.in_channels}, H, W), got shape {tuple(x.shape)}")
+        impl = resolve_impl(self.impl, x.device, x.dtype) if self.impl == "auto" else self.impl
+        if self.reparameterized and impl != REFERENCE and not (torch.is_grad_enabled() and x.requires_grad):
+            if _implementation(impl).deployed is not None:
+                return self._deployed(x, impl)
         ghost_in = x.index_select(1, self.ghost)
         rep_in = x.index_select(1, self.rep)
-        impl = resolve_impl(self.impl, x.device, x.dtype) if self.impl == "auto" else self.impl
         h, v, i = torch.ops.sw.shiftwise(rep_in, self.small_weight(), self.spec_key, impl)
         if self.branch_scale is not None:
             s = self.branch_scale.view(3, 1, -1, 1, 1)
@@ -284,7 +330,33 @@ class ShiftwiseConv2d(nn.Module):
             out = self.bn_lora1(h) + self.bn_lora2(v) + self.bn_small(i)
         else:
             out = h + v + i
-        return torch.cat([out + rep_in, ghost_in], dim=1)
+        out = torch.cat([out + rep_in, ghost_in], dim=1)
+        if self.output_scale is not None:
+            out = out * self.output_scale.view(1, -1, 1, 1) + self.output_shift.view(1, -1, 1, 1)
+        return out
+
+    def _deployed(self, x: torch.Tensor, impl: str) -> torch.Tensor:
+        """The whole reparameterized layer (and a folded BatchNorm after it) in one call of the
+        implementation's ``deployed``: reads x once, writes the output once."""
+        scale, shift = self.output_scale, self.output_shift
+        if scale is None:
+            scale, shift = x.new_ones(self.in_channels), x.new_zeros(self.in_channels)
+        return torch.ops.sw.deployed(x, self.LoRA.weight, self.branch_scale, self.branch_bias, scale, shift,
+                                     self.rep, self.ghost, self.spec_key, impl)  # fmt: skip
+
+    @torch.no_grad()
+    def fold_following_bn(self, bn: nn.BatchNorm2d) -> None:
+        """Fold an eval-mode BatchNorm applied to this layer's output (the block's ``norm``)
+        into the layer: afterwards the layer returns ``bn(layer(x))`` and ``bn`` can go."""
+        if not isinstance(bn, nn.BatchNorm2d) or bn.running_var is None or bn.num_features != self.in_channels:
+            raise ValueError(f"expected a BatchNorm2d({self.in_channels}) with running statistics, got {bn!r}")
+        scale = bn.running_var.new_ones(self.in_channels) if bn.weight is None else bn.weight
+        shift = bn.running_var.new_zeros(self.in_channels) if bn.bias is None else bn.bias
+        scale = scale / torch.sqrt(bn.running_var + bn.eps)
+        shift = shift - bn.running_mean * scale
+        if self.output_scale is not None:  # a second fold composes with the first
+            scale, shift = self.output_scale * scale, self.output_shift * scale + shift
+        self.output_scale, self.output_shift = scale.detach().clone(), shift.detach().clone()
 
     @torch.no_grad()
     def merge_branches(self) -> None:
@@ -347,16 +419,28 @@ class ShiftwiseConv2d(nn.Module):
         i = kernels.i.clone()
         h, v, i = (kern * s.view(-1, 1, 1, 1) for kern, s in zip((h, v, i), scale))
         i[:, 0, k // 2, k // 2] += 1.0  # the identity residual
-        return MergedShiftwiseConv2d(self.rep.clone(), self.ghost.clone(), h, v, i, bias.detach().clone(), radius)
+        ghost_affine = None
+        if self.output_scale is not None:  # a folded BatchNorm after the layer
+            a, b = self.output_scale[: self.rep_n], self.output_shift[: self.rep_n]
+            h, v, i = (kern * a.view(-1, 1, 1, 1) for kern in (h, v, i))
+            bias = a * bias + b
+            ghost_affine = (self.output_scale[self.rep_n :].clone(), self.output_shift[self.rep_n :].clone())
+        return MergedShiftwiseConv2d(self.rep.clone(), self.ghost.clone(), h, v, i, bias.detach().clone(), radius,
+                                     ghost_affine=ghost_affine)  # fmt: skip
 
 
 class MergedShiftwiseConv2d(nn.Module):
     """A ``ShiftwiseConv2d`` exported as three depthwise convs plus a bias on the SW channels,
-    then the ghost channels concatenated in the official order (``ShiftwiseConv2d.to_merged``)."""
+    then the ghost channels concatenated in the official order (``ShiftwiseConv2d.to_merged``),
+    scaled and shifted per channel when a following BatchNorm was folded in (``ghost_affine``)."""
 
     def __init__(self, rep: torch.Tensor, ghost: torch.Tensor, h: torch.Tensor, v: torch.Tensor,
-                 i: torch.Tensor, bias: torch.Tensor, radius: int) -> None:  # fmt: skip
+                 i: torch.Tensor, bias: torch.Tensor, radius: int,
+                 ghost_affine: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:  # fmt: skip
         super().__init__()
+        scale, shift = ghost_affine if ghost_affine is not None else (None, None)
+        self.register_buffer("ghost_scale", scale)
+        self.register_buffer("ghost_shift", shift)
         self.register_buffer("rep", rep, persistent=False)
         self.register_buffer("ghost", ghost, persistent=False)
         self.weight_h = nn.Parameter(h, requires_grad=False)
@@ -375,6 +459,8 @@ class MergedShiftwiseConv2d(nn.Module):
         out = F.conv2d(rep_in, self.weight_h, self.bias, padding=(r, radius), groups=c)
         out = out + F.conv2d(rep_in, self.weight_v, padding=(radius, r), groups=c)
         out = out + F.conv2d(rep_in, self.weight_i, padding=r, groups=c)
+        if self.ghost_scale is not None:
+            ghost_in = ghost_in * self.ghost_scale.view(1, -1, 1, 1) + self.ghost_shift.view(1, -1, 1, 1)
         return torch.cat([out, ghost_in], dim=1)
 
 
@@ -399,6 +485,6 @@ def set_impl(model: nn.Module, impl: str) -> nn.Module:
 
 
 __all__ = [
-    "AUTO_ORDER", "REFERENCE", "MergedShiftwiseConv2d", "ShiftwiseConv2d", "available_implementations",
+    "REFERENCE", "MergedShiftwiseConv2d", "ShiftwiseConv2d", "available_implementations",
     "ghost_split", "merge_all", "register_spec", "registered_spec", "resolve_impl", "set_impl", "shiftwise",
 ]  # fmt: skip

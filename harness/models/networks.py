@@ -125,11 +125,19 @@ class SWBlock(_UniRepFFN):
         folds (the official SW block merges N_path only; the rest is UniRepLKNet's, exact)."""
         if isinstance(self.large_kernel, ShiftwiseConv2d):
             self.large_kernel.reparameterize()
+            if isinstance(self.norm, nn.BatchNorm2d):  # folded into the SW layer's output
+                self.large_kernel.fold_following_bn(self.norm)
+                self.norm = nn.Identity()
         self._reparameterize_ffn()
 
 
 class ShiftWiseNet(_Net):
-    """The official ``ShiftWise_v2``; ``kernel_size`` = the four stages' M and then k."""
+    """The official ``ShiftWise_v2``; ``kernel_size`` = the four stages' M and then k.
+
+    Runs in channels_last: the SW layer's deployed form writes NHWC, the MLP's Linear layers
+    read NHWC, and the stem's convs and the SE block keep channels_last (no layout copies)."""
+
+    memory_format = torch.channels_last
 
     def __init__(self, depths: Sequence[int], dims: Sequence[int], kernel_size: Sequence[int] = (51, 49, 47, 13, 3),
                  *, ghost_ratio: float = 0.23, N_path: int = 2, N_rep: int = 4, impl: str = "auto",

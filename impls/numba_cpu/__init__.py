@@ -44,7 +44,7 @@ import torch
 
 from harness import Branches, Computes, Implementation, ShiftwiseSpec
 
-from . import channels, planes
+from . import channels, deployed, planes
 
 FORMS = ("planes", "channels")
 #: Relative cost of one counted vector instruction of each form, measured on the SW-tiny stages
@@ -162,11 +162,13 @@ def traffic(spec: ShiftwiseSpec, shape: tuple[int, int, int, int], itemsize: int
 
 IMPLEMENTATION = Implementation(
     name="numba_cpu",
+    rank=50,  # impl="auto" preference (the layer benchmarks' ranking)
     fn=forward,
     computes=Computes.OPERATOR,
     devices=("cpu",),
     dtypes=(torch.float32, torch.float64),
     traffic=traffic,
+    deployed=deployed.deployed,
     description="CPU, Numba SIMD row kernels, two forms chosen per call by instruction count: SW gather "
     "per (b, c) plane (pruned kernels skipped) or lanes over channels with clipped merged taps",
 )

@@ -35,107 +35,146 @@ _ARGS = "wts, src, offs, count, wbase, xbase, step, out, obase, ostep, offs_star
 _SARGS = "wts, src, offs, count, wbase, wstride, xbase, step, out, obase, ostep, offs_start"
 
 
-def _tap_kernel(rows: int):
-    """``taps(wts, src, offs, count, wbase, xbase, step, out, obase, ostep, offs_start)``:
-    for rr < rows: out[obase + rr*ostep : +lanes] = sum_{m<count} wts[wbase + offs[2m] : +lanes]
-    * src[xbase + rr*step + offs[2m+1] : +lanes] (FMA, accumulators in registers)."""
+def _tap_kernel(rows: int, init: str = "zero"):
+    """``taps(wts, src, offs, count, wbase, xbase, step, out, obase, ostep, offs_start[, bias, bbase])``:
+    for rr < rows: out[obase + rr*ostep : +lanes] = start + sum_{m<count} wts[wbase + offs[2m] : +lanes]
+    * src[xbase + rr*step + offs[2m+1] : +lanes] (FMA, accumulators in registers), where start
+    is zero, the out rows themselves (``init="load"``: accumulate) or ``bias[bbase : +lanes]``
+    (``init="bias"``)."""
     from llvmlite import ir
     from numba.core import cgutils, types
     from numba.extending import intrinsic
 
     i64 = ir.IntType(64)
 
-    @intrinsic
-    def taps(typingctx, wts, src, offs, count, wbase, xbase, step, out, obase, ostep, offs_start):
-        sig_ = types.void(wts, src, offs, count, wbase, xbase, step, out, obase, ostep, offs_start)
+    def codegen(context, builder, sig, values):
+        values = [
+            context.cast(builder, v, t, types.int64) if isinstance(t, types.Integer) else v
+            for v, t in zip(values, sig.args)
+        ]
+        wts_v, src_v, offs_v, count, wbase, xbase, step, out_v, obase, ostep, offs_start = values[:11]
+        w = context.make_array(sig.args[0])(context, builder, wts_v).data
+        s = context.make_array(sig.args[1])(context, builder, src_v).data
+        offs = builder.gep(context.make_array(sig.args[2])(context, builder, offs_v).data, [offs_start])
+        o = context.make_array(sig.args[7])(context, builder, out_v).data
+        vector, itemsize, lanes, fma = vector_fma(context, builder, sig.args[0].dtype)
+        vptr = vector.as_pointer()
+        slots = _initial_accumulators(context, builder, sig, values, init, rows, vector, itemsize, o, obase, ostep, 11)
+        w0 = builder.gep(w, [wbase])
+        s0 = builder.gep(s, [xbase])
+        with cgutils.for_range(builder, count) as loop:
+            m2 = builder.mul(loop.index, ir.Constant(i64, 2))
+            woff = builder.sext(builder.load(builder.gep(offs, [m2])), i64)
+            xoff = builder.sext(builder.load(builder.gep(offs, [builder.add(m2, ir.Constant(i64, 1))])), i64)
+            weight = builder.load(builder.bitcast(builder.gep(w0, [woff]), vptr), align=itemsize)
+            sx = builder.gep(s0, [xoff])
+            for rr, slot in enumerate(slots):
+                address = builder.gep(sx, [builder.mul(ir.Constant(i64, rr), step)])
+                term = builder.load(builder.bitcast(address, vptr), align=itemsize)
+                builder.store(builder.call(fma, [weight, term, builder.load(slot)]), slot)
+        store_rows(builder, o, obase, ostep, slots, vector, itemsize)
+        return context.get_dummy_value()
 
-        def codegen(context, builder, sig, values):
-            values = [
-                context.cast(builder, v, t, types.int64) if isinstance(t, types.Integer) else v
-                for v, t in zip(values, sig.args)
-            ]
-            wts_v, src_v, offs_v, count, wbase, xbase, step, out_v, obase, ostep, offs_start = values
-            w = context.make_array(sig.args[0])(context, builder, wts_v).data
-            s = context.make_array(sig.args[1])(context, builder, src_v).data
-            offs = builder.gep(context.make_array(sig.args[2])(context, builder, offs_v).data, [offs_start])
-            o = context.make_array(sig.args[7])(context, builder, out_v).data
-            vector, itemsize, lanes, fma = vector_fma(context, builder, sig.args[0].dtype)
-            vptr = vector.as_pointer()
-            slots = zeroed_accumulators(builder, vector, rows)
-            w0 = builder.gep(w, [wbase])
-            s0 = builder.gep(s, [xbase])
-            with cgutils.for_range(builder, count) as loop:
-                m2 = builder.mul(loop.index, ir.Constant(i64, 2))
-                woff = builder.sext(builder.load(builder.gep(offs, [m2])), i64)
-                xoff = builder.sext(builder.load(builder.gep(offs, [builder.add(m2, ir.Constant(i64, 1))])), i64)
-                weight = builder.load(builder.bitcast(builder.gep(w0, [woff]), vptr), align=itemsize)
-                sx = builder.gep(s0, [xoff])
-                for rr, slot in enumerate(slots):
-                    address = builder.gep(sx, [builder.mul(ir.Constant(i64, rr), step)])
-                    term = builder.load(builder.bitcast(address, vptr), align=itemsize)
-                    builder.store(builder.call(fma, [weight, term, builder.load(slot)]), slot)
-            store_rows(builder, o, obase, ostep, slots, vector, itemsize)
-            return context.get_dummy_value()
 
-        return sig_, codegen
+    if init == "bias":
+
+        @intrinsic
+        def taps(typingctx, wts, src, offs, count, wbase, xbase, step, out, obase, ostep, offs_start, bias, bbase):
+            return types.void(wts, src, offs, count, wbase, xbase, step, out, obase, ostep, offs_start, bias, bbase), codegen
+
+    else:
+
+        @intrinsic
+        def taps(typingctx, wts, src, offs, count, wbase, xbase, step, out, obase, ostep, offs_start):
+            return types.void(wts, src, offs, count, wbase, xbase, step, out, obase, ostep, offs_start), codegen
 
     return taps
 
 
-def _stencil_kernel(rows: int, taps: int):
-    """``stencil(wts, src, offs, count, wbase, wstride, xbase, step, out, obase, ostep, offs_start)``:
-    for rr < rows: out[obase + rr*ostep : +lanes] = sum_{m<count} sum_{r<taps}
+def _stencil_kernel(rows: int, taps: int, init: str = "zero"):
+    """``stencil(wts, src, offs, count, wbase, wstride, xbase, step, out, obase, ostep, offs_start[, bias, bbase])``:
+    for rr < rows: out[obase + rr*ostep : +lanes] = start + sum_{m<count} sum_{r<taps}
     wts[wbase + offs[2m] + r*wstride : +lanes] * src[xbase + offs[2m+1] + (rr + r)*step : +lanes].
-    Each source vector is loaded once per term and feeds up to ``taps`` accumulators."""
+    Each source vector is loaded once per term and feeds up to ``taps`` accumulators; start as
+    in ``_tap_kernel``."""
     from llvmlite import ir
     from numba.core import cgutils, types
     from numba.extending import intrinsic
 
     i64 = ir.IntType(64)
 
-    @intrinsic
-    def stencil(typingctx, wts, src, offs, count, wbase, wstride, xbase, step, out, obase, ostep, offs_start):
-        sig_ = types.void(wts, src, offs, count, wbase, wstride, xbase, step, out, obase, ostep, offs_start)
-
-        def codegen(context, builder, sig, values):
-            values = [
-                context.cast(builder, v, t, types.int64) if isinstance(t, types.Integer) else v
-                for v, t in zip(values, sig.args)
+    def codegen(context, builder, sig, values):
+        values = [
+            context.cast(builder, v, t, types.int64) if isinstance(t, types.Integer) else v
+            for v, t in zip(values, sig.args)
+        ]
+        wts_v, src_v, offs_v, count, wbase, wstride, xbase, step, out_v, obase, ostep, offs_start = values[:12]
+        w = context.make_array(sig.args[0])(context, builder, wts_v).data
+        s = context.make_array(sig.args[1])(context, builder, src_v).data
+        offs = builder.gep(context.make_array(sig.args[2])(context, builder, offs_v).data, [offs_start])
+        o = context.make_array(sig.args[8])(context, builder, out_v).data
+        vector, itemsize, lanes, fma = vector_fma(context, builder, sig.args[0].dtype)
+        vptr = vector.as_pointer()
+        slots = _initial_accumulators(context, builder, sig, values, init, rows, vector, itemsize, o, obase, ostep, 12)
+        w0 = builder.gep(w, [wbase])
+        s0 = builder.gep(s, [xbase])
+        with cgutils.for_range(builder, count) as loop:
+            m2 = builder.mul(loop.index, ir.Constant(i64, 2))
+            woff = builder.sext(builder.load(builder.gep(offs, [m2])), i64)
+            xoff = builder.sext(builder.load(builder.gep(offs, [builder.add(m2, ir.Constant(i64, 1))])), i64)
+            wp = builder.gep(w0, [woff])
+            weights = [
+                builder.load(builder.bitcast(builder.gep(wp, [builder.mul(ir.Constant(i64, r), wstride)]), vptr), align=itemsize)
+                for r in range(taps)
             ]
-            wts_v, src_v, offs_v, count, wbase, wstride, xbase, step, out_v, obase, ostep, offs_start = values
-            w = context.make_array(sig.args[0])(context, builder, wts_v).data
-            s = context.make_array(sig.args[1])(context, builder, src_v).data
-            offs = builder.gep(context.make_array(sig.args[2])(context, builder, offs_v).data, [offs_start])
-            o = context.make_array(sig.args[8])(context, builder, out_v).data
-            vector, itemsize, lanes, fma = vector_fma(context, builder, sig.args[0].dtype)
-            vptr = vector.as_pointer()
-            slots = zeroed_accumulators(builder, vector, rows)
-            w0 = builder.gep(w, [wbase])
-            s0 = builder.gep(s, [xbase])
-            with cgutils.for_range(builder, count) as loop:
-                m2 = builder.mul(loop.index, ir.Constant(i64, 2))
-                woff = builder.sext(builder.load(builder.gep(offs, [m2])), i64)
-                xoff = builder.sext(builder.load(builder.gep(offs, [builder.add(m2, ir.Constant(i64, 1))])), i64)
-                wp = builder.gep(w0, [woff])
-                weights = [
-                    builder.load(builder.bitcast(builder.gep(wp, [builder.mul(ir.Constant(i64, r), wstride)]), vptr), align=itemsize)
-                    for r in range(taps)
-                ]
-                sx = builder.gep(s0, [xoff])
-                for q in range(rows + taps - 1):
-                    address = builder.gep(sx, [builder.mul(ir.Constant(i64, q), step)])
-                    term = builder.load(builder.bitcast(address, vptr), align=itemsize)
-                    for r in range(taps):
-                        rr = q - r
-                        if 0 <= rr < rows:
-                            slot = slots[rr]
-                            builder.store(builder.call(fma, [weights[r], term, builder.load(slot)]), slot)
-            store_rows(builder, o, obase, ostep, slots, vector, itemsize)
-            return context.get_dummy_value()
+            sx = builder.gep(s0, [xoff])
+            for q in range(rows + taps - 1):
+                address = builder.gep(sx, [builder.mul(ir.Constant(i64, q), step)])
+                term = builder.load(builder.bitcast(address, vptr), align=itemsize)
+                for r in range(taps):
+                    rr = q - r
+                    if 0 <= rr < rows:
+                        slot = slots[rr]
+                        builder.store(builder.call(fma, [weights[r], term, builder.load(slot)]), slot)
+        store_rows(builder, o, obase, ostep, slots, vector, itemsize)
+        return context.get_dummy_value()
 
-        return sig_, codegen
+
+    if init == "bias":
+
+        @intrinsic
+        def stencil(typingctx, wts, src, offs, count, wbase, wstride, xbase, step, out, obase, ostep, offs_start, bias, bbase):
+            args = (wts, src, offs, count, wbase, wstride, xbase, step, out, obase, ostep, offs_start, bias, bbase)
+            return types.void(*args), codegen
+
+    else:
+
+        @intrinsic
+        def stencil(typingctx, wts, src, offs, count, wbase, wstride, xbase, step, out, obase, ostep, offs_start):
+            return types.void(wts, src, offs, count, wbase, wstride, xbase, step, out, obase, ostep, offs_start), codegen
 
     return stencil
+
+
+def _initial_accumulators(context, builder, sig, values, init, rows, vector, itemsize, out, obase, ostep, extra):
+    """The row kernels' accumulators, started at zero, at the out rows (``"load"``) or at the
+    vector ``bias[bbase:]`` (``"bias"``: the arguments after the first ``extra``)."""
+    from llvmlite import ir
+
+    if init not in ("zero", "load", "bias"):
+        raise ValueError(f"init must be 'zero', 'load' or 'bias', got {init!r}")
+    slots = zeroed_accumulators(builder, vector, rows)
+    if init == "load":
+        i64 = ir.IntType(64)
+        for row, slot in enumerate(slots):
+            address = builder.gep(out, [builder.add(obase, builder.mul(ir.Constant(i64, row), ostep))])
+            builder.store(builder.load(builder.bitcast(address, vector.as_pointer()), align=itemsize), slot)
+    elif init == "bias":
+        bias = context.make_array(sig.args[extra])(context, builder, values[extra]).data
+        start = builder.load(builder.bitcast(builder.gep(bias, [values[extra + 1]]), vector.as_pointer()), align=itemsize)
+        for slot in slots:
+            builder.store(start, slot)
+    return slots
 
 
 def _transpose_kernel():
@@ -195,25 +234,33 @@ def _transpose_kernel():
 
 
 @functools.lru_cache(maxsize=None)
-def compiled():
-    """``(merge, operator, same)``, compiled on first use (numba is imported here, not at import)."""
+def row_kernels(init: str):
+    """``(taps, stencil)``: dispatchers over the compiled block sizes of the two row kernels,
+    whose accumulators start as ``init`` says (``_initial_accumulators``)."""
     import numba
-    from numba import prange
 
-    namespace = {f"taps_{r}": _tap_kernel(r) for r in GENERIC_ROWS}
-    namespace.update({f"stencil_{r}": _stencil_kernel(r, 3) for r in STENCIL_ROWS})
-    lines = [f"def taps(rows, {_ARGS}):"]
+    extra = ", bias, bbase" if init == "bias" else ""
+    namespace = {f"taps_{r}": _tap_kernel(r, init) for r in GENERIC_ROWS}
+    namespace.update({f"stencil_{r}": _stencil_kernel(r, 3, init) for r in STENCIL_ROWS})
+    lines = [f"def taps(rows, {_ARGS}{extra}):"]
     for n, r in enumerate(GENERIC_ROWS):
         lines.append(f"    {'if' if n == 0 else 'elif'} rows == {r}:")
-        lines.append(f"        taps_{r}({_ARGS})")
-    lines.append(f"def stencil(rows, {_SARGS}):")
+        lines.append(f"        taps_{r}({_ARGS}{extra})")
+    lines.append(f"def stencil(rows, {_SARGS}{extra}):")
     for n, r in enumerate(STENCIL_ROWS):
         lines.append(f"    {'if' if n == 0 else 'elif'} rows == {r}:")
-        lines.append(f"        stencil_{r}({_SARGS})")
+        lines.append(f"        stencil_{r}({_SARGS}{extra})")
     exec("\n".join(lines) + "\n", namespace)  # noqa: S102 - fixed dispatch over compiled block sizes
     taps = numba.njit(fastmath=_FASTMATH, nogil=True, inline="always")(namespace["taps"])
     stencil = numba.njit(fastmath=_FASTMATH, nogil=True, inline="always")(namespace["stencil"])
-    transpose = _transpose_kernel()
+    return taps, stencil
+
+
+@functools.lru_cache(maxsize=None)
+def helpers():
+    """``(cover, aligned, term_tables)``: the block cover of a row or column, a 64-byte aligned
+    zeroed array, and the clipped term tables of the merged kernels for one map size."""
+    import numba
 
     stencil_rows = np.array(STENCIL_ROWS[::-1], np.int64)
     generic_rows = np.array(GENERIC_ROWS[::-1], np.int64)
@@ -250,6 +297,57 @@ def compiled():
         raw = np.zeros(n + 64, dtype)
         skip = ((64 - raw.ctypes.data % 64) % 64) // raw.itemsize
         return raw[skip : skip + n]
+
+    @numba.njit(nogil=True)
+    def term_tables(height, width, nk, k, big, lanes):
+        """(h_terms, h_count, v_terms, v_count, i_terms, i_count): the (weight offset, scratch
+        offset) pairs of each output column's horizontal terms, each row's vertical terms and
+        the identity's, clipped to the map. With k = 3 a term is one kernel column (h) / row (v)
+        and the stencil kernel applies its k taps; else a term is one tap."""
+        kk = k // 2
+        half = big // 2
+        ncols = nk * k
+        sw = width + 2 * kk
+        per = 1 if k == 3 else k
+        h_terms = np.zeros((width, 2 * per * ncols), np.int64)
+        h_count = np.zeros(width, np.int64)
+        for xo in range(width):
+            m = 0
+            for r in range(per):
+                for cc in range(max(0, half - xo), min(ncols, half + width - xo)):
+                    h_terms[xo, 2 * m] = (r * ncols + cc) * lanes
+                    h_terms[xo, 2 * m + 1] = ((r - kk) * sw + xo + cc - half) * lanes
+                    m += 1
+            h_count[xo] = m
+        v_terms = np.zeros((height, 2 * per * ncols), np.int64)
+        v_count = np.zeros(height, np.int64)
+        for i in range(height):
+            m = 0
+            for rr in range(max(0, half - i), min(ncols, half + height - i)):
+                for v in range(per):
+                    v_terms[i, 2 * m] = (rr * k + v) * lanes
+                    v_terms[i, 2 * m + 1] = ((i + rr - half) * sw + v - kk) * lanes
+                    m += 1
+            v_count[i] = m
+        i_terms = np.zeros(2 * k * per, np.int64)
+        for u in range(per):
+            for v in range(k):
+                i_terms[2 * (u * k + v)] = (u * k + v) * lanes
+                i_terms[2 * (u * k + v) + 1] = ((u - kk) * sw + v - kk) * lanes
+        return h_terms, h_count, v_terms, v_count, i_terms, k * per
+
+    return cover, aligned, term_tables
+
+
+@functools.lru_cache(maxsize=None)
+def compiled():
+    """``(merge, operator, same)``, compiled on first use (numba is imported here, not at import)."""
+    import numba
+    from numba import prange
+
+    taps, stencil = row_kernels("zero")
+    transpose = _transpose_kernel()
+    cover, aligned, term_tables = helpers()
 
     @numba.njit(parallel=True)
     def merge(w, kslot_h, kslot_v, ident, active, lanes):
@@ -305,38 +403,10 @@ def compiled():
         nblocks = (channels + lanes - 1) // lanes
         cpad = nblocks * lanes
         dtype = kh_f.dtype
-        # Term tables (weight offset, scratch offset), clipped to the map. With k = 3 a term is
-        # one kernel column (h) / row (v) and the stencil kernel applies its k taps.
         sw = width + 2 * kk
         sh = height + 2 * kk
         fast = k == 3
-        per = 1 if fast else k
-        h_terms = np.zeros((width, 2 * per * ncols), np.int64)
-        h_count = np.zeros(width, np.int64)
-        for xo in range(width):
-            m = 0
-            for r in range(per):
-                for cc in range(max(0, half - xo), min(ncols, half + width - xo)):
-                    h_terms[xo, 2 * m] = (r * ncols + cc) * lanes
-                    h_terms[xo, 2 * m + 1] = ((r - kk) * sw + xo + cc - half) * lanes
-                    m += 1
-            h_count[xo] = m
-        v_terms = np.zeros((height, 2 * per * ncols), np.int64)
-        v_count = np.zeros(height, np.int64)
-        for i in range(height):
-            m = 0
-            for rr in range(max(0, half - i), min(ncols, half + height - i)):
-                for v in range(per):
-                    v_terms[i, 2 * m] = (rr * k + v) * lanes
-                    v_terms[i, 2 * m + 1] = ((i + rr - half) * sw + v - kk) * lanes
-                    m += 1
-            v_count[i] = m
-        i_terms = np.zeros(2 * k * per, np.int64)
-        for u in range(per):
-            for v in range(k):
-                i_terms[2 * (u * k + v)] = (u * k + v) * lanes
-                i_terms[2 * (u * k + v) + 1] = ((u - kk) * sw + v - kk) * lanes
-        i_count = k * per
+        h_terms, h_count, v_terms, v_count, i_terms, i_count = term_tables(height, width, nk, k, big, lanes)
         row_starts, row_sizes = cover(height, fast)
         col_starts, col_sizes = cover(width, fast)
         threads = numba.get_num_threads()

@@ -1,0 +1,217 @@
+"""numba_cpu's deployed SW layer in one pass (the paper's appendix B.4 on this CPU).
+
+After ``reparameterize()`` an SW layer is a fixed linear map per channel, followed in the block
+by an affine BatchNorm. This computes, in one call that reads ``x`` once and writes the output
+once (B, C, H, W, channels_last strides):
+
+    out[:, :repN] = a * (s_h * h + s_v * v + s_i * i + bias + x[:, rep]) + b
+    out[:, repN:] = a * x[:, ghost] + b
+
+with (h, v, i) the SW operator's branches of the rep channels, (a, b) the following
+BatchNorm's per-channel scale and shift, ``s_*`` the folded branch BatchNorms. Everything
+except the operator is folded into its kernels on the host (memoized on the parameters' bits):
+the channels form's slot-merged kernels are scaled by ``a * s_*``, the identity residual adds
+``a`` at the identity kernel's centre, and ``a * bias + b`` starts the accumulators. Per task
+(one image, one block of 16 rep channels, gathered by index into the per-thread scratch) the
+identity and horizontal terms of a column block, then the vertical terms of a row block, are
+summed into the output rows (the block's rows stay in the core's L1/L2 between the passes);
+the ghost channels are scaled and stored at their place after the SW channels.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import weakref
+
+import numpy as np
+import torch
+
+from harness import ShiftwiseSpec
+
+from . import channels
+
+_FASTMATH = {"reassoc", "contract"}
+_lock = threading.Lock()
+#: (id(spec), dtype, lanes) -> (weak spec, the parameters' copies, the folded kernels)
+_folded: dict = {}
+
+
+@functools.lru_cache(maxsize=None)
+def compiled():
+    """The layer kernel, compiled on first use."""
+    import numba
+    from numba import prange
+
+    first_taps, first_stencil = channels.row_kernels("bias")
+    taps, stencil = channels.row_kernels("load")
+    _, aligned, term_tables = channels.helpers()
+    cover = channels.helpers()[0]
+
+    @numba.njit(parallel=True, fastmath=_FASTMATH)
+    def layer(x, nhwc, rep, ghost, kh_f, kv_f, ki_f, bias, ghost_scale, ghost_shift, nk, k, big, lanes, out):
+        """x: (B, C, H, W), or (B, H, W, C) if nhwc; out: (B, H, W, Cs), Cs >= C and >= the
+        rep channels rounded up to whole lane blocks (the last block's spare lanes land in the
+        ghost channels' places, or past C, before the ghost channels are written)."""
+        if nhwc:
+            batch, height, width, in_channels = x.shape
+        else:
+            batch, in_channels, height, width = x.shape
+        cs = out.shape[3]
+        repn = rep.size
+        kk = k // 2
+        ncols = nk * k
+        nblocks = (repn + lanes - 1) // lanes
+        sw = width + 2 * kk
+        sh = height + 2 * kk
+        fast = k == 3
+        h_terms, h_count, v_terms, v_count, i_terms, i_count = term_tables(height, width, nk, k, big, lanes)
+        row_starts, row_sizes = cover(height, fast)
+        col_starts, col_sizes = cover(width, fast)
+        plane = -(-(sh * sw * lanes) // lanes) * lanes
+        scratch = aligned(numba.get_num_threads() * plane, kh_f.dtype)
+        o_f = out.reshape(-1)
+        x_f = x.reshape(-1)
+        hw = height * width
+        for task in prange(batch * nblocks):
+            s0 = numba.get_thread_id() * plane
+            b = task // nblocks
+            blk = task - b * nblocks
+            c0 = blk * lanes
+            valid = min(lanes, repn - c0)
+            if nhwc:
+                for i in range(height):
+                    for xo in range(width):
+                        at = s0 + ((i + kk) * sw + xo + kk) * lanes
+                        src = ((b * height + i) * width + xo) * in_channels
+                        for l in range(valid):
+                            scratch[at + l] = x_f[src + rep[c0 + l]]
+                        for l in range(valid, lanes):
+                            scratch[at + l] = 0.0
+            else:
+                for l in range(lanes):
+                    if l < valid:
+                        src = (b * in_channels + rep[c0 + l]) * hw
+                        for i in range(height):
+                            at = s0 + ((i + kk) * sw + kk) * lanes + l
+                            for xo in range(width):
+                                scratch[at + xo * lanes] = x_f[src + i * width + xo]
+                    else:
+                        for i in range(height):
+                            at = s0 + ((i + kk) * sw + kk) * lanes + l
+                            for xo in range(width):
+                                scratch[at + xo * lanes] = 0.0
+            wb = blk * k * ncols * lanes
+            wv = blk * ncols * k * lanes
+            wi = blk * k * k * lanes
+            ob = b * hw * cs + c0
+            hstride = ncols * lanes
+            for xo in range(width):
+                for rb in range(row_starts.size):
+                    i0 = row_starts[rb]
+                    rows = row_sizes[rb]
+                    xb = s0 + ((i0 + kk) * sw + kk) * lanes
+                    o = ob + (i0 * width + xo) * cs
+                    if fast:
+                        first_stencil(rows, ki_f, scratch, i_terms, i_count, wi, k * lanes, xb + xo * lanes, sw * lanes, o_f, o, width * cs, 0, bias, c0)
+                        stencil(rows, kh_f, scratch, h_terms, h_count[xo], wb, hstride, xb, sw * lanes, o_f, o, width * cs, xo * 2 * ncols)
+                    else:
+                        first_taps(rows, ki_f, scratch, i_terms, i_count, wi, xb + xo * lanes, sw * lanes, o_f, o, width * cs, 0, bias, c0)
+                        taps(rows, kh_f, scratch, h_terms, h_count[xo], wb, xb, sw * lanes, o_f, o, width * cs, xo * 2 * k * ncols)
+            for i in range(height):
+                for cb in range(col_starts.size):
+                    x0 = col_starts[cb]
+                    cols = col_sizes[cb]
+                    xb = s0 + (kk * sw + kk + x0) * lanes
+                    o = ob + (i * width + x0) * cs
+                    if fast:
+                        stencil(cols, kv_f, scratch, v_terms, v_count[i], wv, lanes, xb, lanes, o_f, o, cs, i * 2 * ncols)
+                    else:
+                        taps(cols, kv_f, scratch, v_terms, v_count[i], wv, xb, lanes, o_f, o, cs, i * 2 * k * ncols)
+        for row in prange(batch * height):
+            b = row // height
+            i = row - b * height
+            for xo in range(width):
+                o = (row * width + xo) * cs + repn
+                if nhwc:
+                    src = (row * width + xo) * in_channels
+                    for g in range(ghost.size):
+                        o_f[o + g] = ghost_scale[g] * x_f[src + ghost[g]] + ghost_shift[g]
+                else:
+                    for g in range(ghost.size):
+                        src = ((b * in_channels + ghost[g]) * height + i) * width + xo
+                        o_f[o + g] = ghost_scale[g] * x_f[src] + ghost_shift[g]
+
+    return layer
+
+
+def _fold(spec: ShiftwiseSpec, params: tuple[np.ndarray, ...], lanes: int) -> tuple[np.ndarray, ...]:
+    """The channels form's merged kernels with the scales, identity and bias folded in."""
+    weight, branch_scale, branch_bias, out_scale, out_shift = params
+    merge, _, _ = channels.compiled()
+    kh, kv, ki = merge(weight, *channels.slot_tables(spec), lanes)
+    repn, k, nk = spec.channels, spec.small_kernel, spec.nk
+    nblocks = -(-repn // lanes)
+
+    def padded(values: np.ndarray) -> np.ndarray:
+        full = np.zeros(nblocks * lanes, weight.dtype)
+        full[:repn] = values
+        return full.reshape(nblocks, 1, 1, lanes)
+
+    scale = out_scale[:repn]
+    kh.reshape(nblocks, k, nk * k, lanes)[...] *= padded(scale * branch_scale[0])
+    kv.reshape(nblocks, nk * k, k, lanes)[...] *= padded(scale * branch_scale[1])
+    ki_blocks = ki.reshape(nblocks, k, k, lanes)
+    ki_blocks *= padded(scale * branch_scale[2])
+    ki_blocks[:, k // 2, k // 2, :] += padded(scale)[:, 0, 0, :]  # the identity residual
+    bias = padded(scale * branch_bias + out_shift[:repn]).reshape(-1)
+    return kh, kv, ki, bias, np.ascontiguousarray(out_scale[repn:]), np.ascontiguousarray(out_shift[repn:])
+
+
+def _folded_kernels(spec: ShiftwiseSpec, params: tuple[np.ndarray, ...], lanes: int) -> tuple[np.ndarray, ...]:
+    """``_fold``'s arrays, memoized on the parameters' bits (a deployed layer's are fixed)."""
+    key = (id(spec), params[0].dtype.str, lanes)
+    entry = _folded.get(key)
+    if entry is not None and entry[0]() is spec and all(
+        a.shape == b.shape and np.array_equal(a.view(f"u{a.itemsize}"), b.view(f"u{b.itemsize}"))
+        for a, b in zip(entry[1], params)
+    ):
+        return entry[2]
+    folded = _fold(spec, params, lanes)
+    with _lock:
+        if len(_folded) >= 64:
+            _folded.pop(next(iter(_folded)))
+        _folded[key] = (weakref.ref(spec), tuple(p.copy() for p in params), folded)
+    return folded
+
+
+def deployed(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    spec: ShiftwiseSpec,
+    branch_scale: torch.Tensor,
+    branch_bias: torch.Tensor,
+    out_scale: torch.Tensor,
+    out_shift: torch.Tensor,
+    rep: torch.Tensor,
+    ghost: torch.Tensor,
+) -> torch.Tensor:
+    """The deployed layer (module docstring) for x (B, C, H, W), any strides; returns
+    (B, C, H, W) with channels_last strides (a view of a wider buffer when the rep channels'
+    last lane block reaches past C)."""
+    batch, in_channels, height, width = x.shape
+    x = x.detach()
+    nhwc = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    xs = x.permute(0, 2, 3, 1).numpy() if nhwc else x.contiguous().numpy()
+    lanes = channels.VECTOR_BYTES // xs.itemsize
+    k = spec.small_kernel
+    params = tuple(
+        np.ascontiguousarray(t.detach().numpy())
+        for t in (weight.reshape(spec.channels * spec.nk, k, k), branch_scale, branch_bias, out_scale, out_shift)
+    )
+    kh, kv, ki, bias, ghost_scale, ghost_shift = _folded_kernels(spec, params, lanes)
+    width_out = max(in_channels, -(-spec.channels // lanes) * lanes)
+    out = torch.empty((batch, height, width, width_out), dtype=x.dtype)
+    compiled()(xs, nhwc, rep.numpy(), ghost.numpy(), kh, kv, ki, bias, ghost_scale, ghost_shift,
+               spec.nk, k, spec.big_kernel, lanes, out.numpy())  # fmt: skip
+    return out[..., :in_channels].permute(0, 3, 1, 2)
