@@ -232,14 +232,15 @@ def generation(path: str | os.PathLike | None = None) -> int:
     (a file added, removed or modified: records are loaded per file version); 0 before the
     first. Caches of what was derived from the records (``resolve_impl``) key on it."""
     chosen = path if path is not None else os.environ.get(IMPLS_ENV) or DEFAULT_IMPLS_DIR
-    entry = _DISCOVERED.get(_resolved_folder(os.fspath(chosen), os.getcwd()))
+    entry = _DISCOVERED.get(_resolved_folder(os.fspath(chosen)))
     return 0 if entry is None else entry[1]
 
 
 @functools.lru_cache(maxsize=16)
-def _resolved_folder(chosen: str, cwd: str) -> Path:
-    """``Path(chosen).resolve()`` relative to ``cwd`` (a syscall per path part: tens of us)."""
-    return (Path(cwd) / chosen).resolve()
+def _resolved_folder(chosen: str) -> Path:
+    """``Path(chosen).resolve()``, once per path (a syscall per path part: tens of us); a
+    relative path is resolved against the working directory of its first use."""
+    return Path(chosen).resolve()
 
 
 def _candidates(folder: Path) -> list[tuple[Path, int]]:

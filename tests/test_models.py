@@ -115,6 +115,44 @@ def test_auto_picks_the_documented_first_available():
     assert resolve_impl("auto", "cpu") in CPU_IMPLS + ["reference"]
 
 
+_RANKED_IMPL = """
+import torch
+from harness import Computes, Implementation
+IMPLEMENTATION = Implementation(name={name!r}, fn=lambda x, w, spec: None, computes=Computes.OPERATOR,
+                                devices=("cpu",), dtypes=(torch.float32,), rank={rank})
+"""
+
+
+def test_auto_follows_the_declared_ranks_and_notices_a_changed_folder(tmp_path, monkeypatch):
+    """Highest rank first (ties by name); cached, and resolved again once a discovery finds a
+    different set of files; an implementation that cannot run in the dtype is passed over."""
+    from harness.registry import IMPLS_ENV, discover, generation
+
+    (tmp_path / "low.py").write_text(_RANKED_IMPL.format(name="low", rank=1))
+    (tmp_path / "also_low.py").write_text(_RANKED_IMPL.format(name="also_low", rank=1))
+    monkeypatch.setenv(IMPLS_ENV, str(tmp_path))
+    assert resolve_impl("auto", "cpu") == "also_low"
+    assert resolve_impl("auto", "cpu", torch.float64) == "reference"  # neither runs float64
+    before = generation()
+    (tmp_path / "high.py").write_text(_RANKED_IMPL.format(name="high", rank=5))
+    assert resolve_impl("auto", "cpu") == "also_low"  # cached until a discovery sees the change
+    discover()
+    assert generation() != before
+    assert resolve_impl("auto", "cpu") == "high"
+
+
+def test_the_models_name_no_implementation():
+    """impl="auto"'s order is the implementations' declared ranks, not a list of names."""
+    from pathlib import Path
+
+    import harness.models
+
+    names = set(available_implementations("cpu"))
+    for path in Path(harness.models.__file__).parent.rglob("*.py"):
+        text = path.read_text()
+        assert not [n for n in names if f'"{n}"' in text or f"'{n}'" in text], f"{path} names an implementation"
+
+
 def test_flop_counter_sees_the_custom_op():
     layer = ShiftwiseConv2d(20, 13, 3, bn=False, N_path=1, impl="reference").eval()
     x = torch.randn(2, 20, 9, 9)
@@ -171,10 +209,12 @@ def test_reparameterized_and_merged_networks_agree(name):
     _within(make_rep(net)(x.contiguous(memory_format=net.memory_format)), expected, END_TO_END_RTOL, f"{name} merged")
 
 
-def test_torch_compile_of_a_network_with_the_custom_op_matches_eager():
-    """``fullgraph=True``: the custom op traces (its fake kernel) without a graph break. The
-    aot_eager backend runs the same tracing as inductor without a C++ build (kept fast)."""
-    net = randomize_for_check(build_network("sw_tiny", "torch_roll", depths=(1, 0, 0, 0), dims=(16, 32, 64, 128),
+@pytest.mark.parametrize("impl", sorted({"torch_roll", "numba_cpu"} & set(CPU_IMPLS)))
+def test_torch_compile_of_a_network_with_the_custom_op_matches_eager(impl):
+    """``fullgraph=True``: the custom ops (sw::shiftwise; sw::deployed where the implementation
+    declares it) trace (their fake kernels) without a graph break. The aot_eager backend runs the
+    same tracing as inductor without a C++ build (kept fast)."""
+    net = randomize_for_check(build_network("sw_tiny", impl, depths=(1, 0, 0, 0), dims=(16, 32, 64, 128),
                                             dtype=torch.float64), 2).reparameterize()  # fmt: skip
     x = torch.randn(1, 3, 32, 32, dtype=torch.float64)
     torch._dynamo.reset()

@@ -122,3 +122,120 @@ def test_traffic_covers_the_compulsory_bytes(impl):
         # Same x and outputs; its own tables / merged kernels differ from the official tables.
         assert moved >= compulsory_bytes(spec, shape, 4) - 4 * channels * spec.nk * 9
         assert moved < 1.2 * compulsory_bytes(spec, shape, 4)
+
+
+# ----------------------------------------------------------------------------- the deployed layer
+def _gamma(n: int, dtype: torch.dtype) -> float:
+    u = torch.finfo(dtype).eps / 2
+    return n * u / (1 - n * u)
+
+
+def _deployed_pair(channels, big, small, ghost_ratio, dtype, seed, integers=False):
+    """A reparameterized layer with a folded BatchNorm after it, on numba_cpu (the deployed op)
+    and on the reference's unfused path in float64; parameters random (small integers: exact)."""
+    import copy
+
+    from harness.models import ShiftwiseConv2d
+
+    generator = torch.Generator().manual_seed(seed)
+
+    def draw(shape):
+        if integers:
+            return torch.randint(-2, 3, shape, generator=generator).double()
+        return torch.empty(shape, dtype=torch.float64).uniform_(-1.5, 1.5, generator=generator)
+
+    layer = ShiftwiseConv2d(channels, big, small, ghost_ratio=ghost_ratio, impl="reference").double().eval()
+    with torch.no_grad():
+        for conv in layer.LoRAs:
+            conv.weight.copy_(draw(conv.weight.shape))
+        layer.reparameterize()
+        layer.branch_scale.copy_(draw(layer.branch_scale.shape))
+        layer.branch_bias.copy_(draw(layer.branch_bias.shape))
+        bn = torch.nn.BatchNorm2d(channels).double().eval()
+        bn.running_var.fill_(1.0 - bn.eps if integers else 0.7)  # scale = weight exactly when integers
+        bn.running_mean.zero_()
+        bn.weight.copy_(draw((channels,)))
+        bn.bias.copy_(draw((channels,)))
+        layer.fold_following_bn(bn)
+    reference = copy.deepcopy(layer)
+    deployed = copy.deepcopy(layer).to(dtype)
+    deployed.impl = "numba_cpu"
+    return deployed, reference
+
+
+DEPLOYED_SHAPES = [
+    (40, 13, 3, 0.23, 2, 9, 11),  # repN 30: the last lane block's spare lanes land in ghost places
+    (18, 7, 3, 0.0, 1, 6, 5),  # no ghost channels, C < one lane block: output wider than C
+    (24, 15, 5, 0.23, 2, 11, 13),  # k = 5 (the generic row kernel), odd map
+    (37, 51, 3, 0.5, 1, 14, 14),  # a large M on a small map
+]
+
+
+@pytest.mark.parametrize("shape", DEPLOYED_SHAPES, ids=lambda s: f"C{s[0]}M{s[1]}k{s[2]}")
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@torch.no_grad()
+def test_deployed_layer_matches_the_unfused_layer(shape, layout, dtype):
+    """One call (sw::deployed) against the unfused layer in float64: within the rounding bound
+    of the fused sum (every term of the three branches, the identity and the bias, each weight
+    scaled by the folded branch and output scales: gamma_{n+4} of the magnitudes)."""
+    channels, big, small, ghost_ratio, batch, height, width = shape
+    deployed, reference = _deployed_pair(channels, big, small, ghost_ratio, dtype, seed=channels)
+    x64 = torch.randn(batch, channels, height, width, dtype=torch.float64)
+    x = x64.to(dtype).contiguous(memory_format=getattr(torch, layout if layout == "channels_last" else "contiguous_format"))
+    got = deployed(x)
+    want = reference(x.double())
+    lanes = 64 // x.element_size()
+    if channels >= -(-reference.rep_n // lanes) * lanes:  # else a view of a buffer wider than C
+        assert got.is_contiguous(memory_format=torch.channels_last), "the deployed layer writes channels_last"
+    assert got.shape == want.shape and got.dtype == dtype
+    spec, rep_n = reference.spec, reference.rep_n
+    a, b = reference.output_scale, reference.output_shift
+    s, bias = reference.branch_scale, reference.branch_bias
+    rep_in = x.double()[:, reference.rep]
+    magnitude = harness.reference_forward(rep_in.abs(), reference.LoRA.weight.abs(), spec)
+    view = lambda t: t.view(1, -1, 1, 1)  # noqa: E731
+    total = sum(view(s[n].abs()) * m for n, m in enumerate(magnitude)) + rep_in.abs() + view(bias.abs())
+    terms = 2 * spec.groups * spec.nk * small * small + spec.groups * small * small + 2
+    sw_bound = (_gamma(terms + 4, dtype) + _gamma(terms + 4, torch.float64)) * (view(a[:rep_n].abs()) * total + view(b[:rep_n].abs()))
+    ghost_in = x.double()[:, reference.ghost]
+    ghost_bound = (_gamma(2, dtype) + _gamma(2, torch.float64)) * (view(a[rep_n:].abs()) * ghost_in.abs() + view(b[rep_n:].abs()))
+    bound = torch.cat([sw_bound, ghost_bound], dim=1)
+    excess = (got.double() - want).abs() - bound
+    assert bool((excess <= 0).all()), f"deployed layer exceeds the bound by up to {excess.max().item():.3g}"
+
+
+@pytest.mark.parametrize("shape", DEPLOYED_SHAPES[:3], ids=lambda s: f"C{s[0]}M{s[1]}k{s[2]}")
+@torch.no_grad()
+def test_deployed_layer_is_exact_on_integers(shape):
+    """Exact mode: small-integer inputs, weights, scales and biases keep every partial sum an
+    integer far below 2**24, so float32 in any order must equal the float64 unfused layer bit
+    for bit."""
+    channels, big, small, ghost_ratio, batch, height, width = shape
+    deployed, reference = _deployed_pair(channels, big, small, ghost_ratio, torch.float32, seed=7, integers=True)
+    x = torch.randint(-3, 4, (batch, channels, height, width), generator=torch.Generator().manual_seed(1)).double()
+    want = reference(x)
+    assert want.abs().max() < 2**20
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        got = deployed(x.float().contiguous(memory_format=memory_format))
+        assert torch.equal(got.double(), want), f"not bit for bit ({memory_format})"
+
+
+@torch.no_grad()
+def test_deployed_layer_is_used_and_sees_changed_parameters():
+    """After reparameterize() the layer makes one sw::deployed call (no sw::shiftwise, no
+    index_select or cat), and an in-place change of a folded scale shows in the next result
+    (the folded kernels are memoized on the parameters' bits)."""
+    from torch.profiler import profile
+
+    deployed, reference = _deployed_pair(40, 13, 3, 0.23, torch.float64, seed=3)
+    x = torch.randn(1, 40, 8, 8, dtype=torch.float64)
+    deployed(x)
+    with profile() as prof:
+        deployed(x)
+    names = [event.key for event in prof.key_averages()]
+    assert "sw::deployed" in names and "sw::shiftwise" not in names and "aten::cat" not in names
+    for module in (deployed, reference):
+        module.branch_scale[1, 3] += 0.5
+        module.output_shift[35] -= 0.25
+    assert torch.allclose(deployed(x), reference(x), rtol=1e-12, atol=1e-12)

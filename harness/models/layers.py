@@ -118,6 +118,19 @@ def _resolve(impl: str, device: torch.device, dtype: torch.dtype) -> str:
     return impl
 
 
+@torch.compiler.assume_constant_result
+def _resolved_in_forward(impl: str, device: torch.device, dtype: torch.dtype) -> str:
+    """``resolve_impl`` for the layer's forward (a constant to ``torch.compile``: the registry's
+    file checks are not traced)."""
+    return resolve_impl(impl, device, dtype)
+
+
+@torch.compiler.assume_constant_result
+def _has_deployed(impl: str) -> bool:
+    """Whether implementation ``impl`` declares a deployed layer (a constant to ``torch.compile``)."""
+    return _implementation(impl).deployed is not None
+
+
 # ----------------------------------------------------------------------------- the custom op
 @torch.library.custom_op("sw::shiftwise", mutates_args=())
 def shiftwise(x: torch.Tensor, weight: torch.Tensor, spec_key: str, impl: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -316,9 +329,9 @@ class ShiftwiseConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"ShiftwiseConv2d: x must be (B, {self.in_channels}, H, W), got shape {tuple(x.shape)}")
-        impl = resolve_impl(self.impl, x.device, x.dtype) if self.impl == "auto" else self.impl
+        impl = _resolved_in_forward(self.impl, x.device, x.dtype) if self.impl == "auto" else self.impl
         if self.reparameterized and impl != REFERENCE and not (torch.is_grad_enabled() and x.requires_grad):
-            if _implementation(impl).deployed is not None:
+            if _has_deployed(impl):
                 return self._deployed(x, impl)
         ghost_in = x.index_select(1, self.ghost)
         rep_in = x.index_select(1, self.rep)

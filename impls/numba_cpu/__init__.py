@@ -106,8 +106,8 @@ def _form(spec: ShiftwiseSpec, shape: tuple[int, int, int, int], itemsize: int) 
 
 
 def _merged_kernels(weight: np.ndarray, spec: ShiftwiseSpec, lanes: int):
-    """``channels.merge``'s kernels for these weights, memoized on their bits (a few entries)."""
-    key = (id(spec), weight.dtype.str, lanes)
+    """``channels.merge``'s kernels for these weights, memoized on their bits (an entry per weight tensor)."""
+    key = (id(spec), weight.ctypes.data, weight.dtype.str, lanes)  # a stage's layers share a spec
     entry = _merged.get(key)
     merge, _, same = channels.compiled()
     if entry is not None and entry[0]() is spec and entry[1].shape == weight.shape:
@@ -115,7 +115,7 @@ def _merged_kernels(weight: np.ndarray, spec: ShiftwiseSpec, lanes: int):
         if same(entry[1].reshape(-1).view(bits), weight.reshape(-1).view(bits)):
             return entry[2]
     merged = merge(weight, *channels.slot_tables(spec), lanes)
-    _remember(_merged, key, (weakref.ref(spec), weight.copy(), merged), 8)
+    _remember(_merged, key, (weakref.ref(spec), weight.copy(), merged), 256)
     return merged
 
 

@@ -33,7 +33,8 @@ from . import channels
 
 _FASTMATH = {"reassoc", "contract"}
 _lock = threading.Lock()
-#: (id(spec), dtype, lanes) -> (weak spec, the parameters' copies, the folded kernels)
+#: (id(spec), the weight's address, dtype, lanes) -> (weak spec, the parameters' copies, the
+#: folded kernels). Layers of one stage share a spec: the address keeps their entries apart.
 _folded: dict = {}
 
 
@@ -170,7 +171,7 @@ def _fold(spec: ShiftwiseSpec, params: tuple[np.ndarray, ...], lanes: int) -> tu
 
 def _folded_kernels(spec: ShiftwiseSpec, params: tuple[np.ndarray, ...], lanes: int) -> tuple[np.ndarray, ...]:
     """``_fold``'s arrays, memoized on the parameters' bits (a deployed layer's are fixed)."""
-    key = (id(spec), params[0].dtype.str, lanes)
+    key = (id(spec), params[0].ctypes.data, params[0].dtype.str, lanes)
     entry = _folded.get(key)
     if entry is not None and entry[0]() is spec and all(
         a.shape == b.shape and np.array_equal(a.view(f"u{a.itemsize}"), b.view(f"u{b.itemsize}"))
@@ -179,7 +180,7 @@ def _folded_kernels(spec: ShiftwiseSpec, params: tuple[np.ndarray, ...], lanes: 
         return entry[2]
     folded = _fold(spec, params, lanes)
     with _lock:
-        if len(_folded) >= 64:
+        if len(_folded) >= 256:
             _folded.pop(next(iter(_folded)))
         _folded[key] = (weakref.ref(spec), tuple(p.copy() for p in params), folded)
     return folded
