@@ -451,6 +451,7 @@ class MergedShiftwiseConv2d(nn.Module):
                  i: torch.Tensor, bias: torch.Tensor, radius: int,
                  ghost_affine: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:  # fmt: skip
         super().__init__()
+        self.in_channels = rep.numel() + ghost.numel()
         scale, shift = ghost_affine if ghost_affine is not None else (None, None)
         self.register_buffer("ghost_scale", scale)
         self.register_buffer("ghost_shift", shift)
