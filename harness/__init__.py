@@ -9,6 +9,7 @@ from ``harness.cudac`` for the CUDA C tooling); everything else is the harness's
 from harness.moves import MoveTables, move_tables
 from harness.reference import Branches, MergedKernels, error_bound, merge_kernels, reference_forward, small_conv
 from harness.registry import (
+    AUTOGRAD,
     Computes,
     Discovery,
     Execution,
@@ -23,6 +24,7 @@ from harness.spec import ShiftwiseSpec
 from harness.traffic import compulsory_bytes, conv_output_elements, scatter_moves
 
 __all__ = [
+    "AUTOGRAD",
     "Branches",
     "Computes",
     "Discovery",

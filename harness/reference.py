@@ -169,7 +169,59 @@ def error_bound(x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec, dtyp
     )
 
 
-#: Multiplier of the rigorous worst-case bound above; see ``error_bound``.
+def reference_gradients(
+    x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec, grads: Branches
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grad_x, grad_weight) of the operator at (x, weight) for the branch gradients ``grads``:
+    autograd of ``reference_forward`` (run it in float64 for the oracle). A pruned kernel's
+    weights are never read and their gradient is exactly zero (index selection)."""
+    with torch.enable_grad():
+        xx, ww = x.detach().requires_grad_(), weight.detach().requires_grad_()
+        grad_x, grad_w = torch.autograd.grad(tuple(reference_forward(xx, ww, spec)), (xx, ww), tuple(grads))
+    return grad_x, grad_w
+
+
+def gradient_terms(spec: ShiftwiseSpec, shape: tuple[int, int, int, int]) -> tuple[int, int]:
+    """Products x*w (grad_x) and x*g (grad_weight) summed into one gradient element.
+
+    grad_x[b, c, i, x] = sum over the three branches' merged taps of K * g: E*nk*k*k taps per
+    strip, E*k*k for the identity, so E*k*k*(2*nk + 1). grad_weight[c*nk + j, u, v] = sum over
+    the images, the pixels and kernel j's moves of g * x: at most E horizontal, E vertical and
+    E identity moves, each over at most H*W pixels, so 3*E*B*H*W."""
+    batch, _, height, width = shape
+    e, nk, k = spec.groups, spec.nk, spec.small_kernel
+    return e * k * k * (2 * nk + 1), 3 * e * batch * height * width
+
+
+def gradient_bound(
+    x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec, grads: Branches, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-element bounds on |computed - oracle| of (grad_x, grad_weight) in ``dtype``, any
+    summation order: the forward's argument (``error_bound``) for the backward's sums.
+
+    Each gradient element is a sum of n products (``gradient_terms``), and however a backward
+    groups them (the adjoint gather summing branch gradients first, then the small conv's
+    gradients; or the merged kernels' transposed convs) each product passes through at most n
+    roundings (adding an exact zero, as zero padding does, does not round). So
+
+        |computed - exact| <= gamma_n * M,   M = the same sum of |products|,
+
+    and M is the reference's gradient at |x|, |W| for the upstream |g| (every merged tap of
+    |W| is a sum of |w|, so nothing cancels). Plus the float64 oracle's own gamma_n. A pruned
+    kernel's bound is 0: its gradient must be exactly zero.
+    """
+    with torch.no_grad():
+        magnitudes = reference_gradients(
+            x.detach().abs().double(), torch.nan_to_num(weight.detach().double(), nan=0.0).abs(), spec,
+            Branches(*(g.detach().abs().double() for g in grads)),
+        )  # fmt: skip
+    terms = gradient_terms(spec, tuple(x.shape))
+    return tuple(  # type: ignore[return-value]
+        BOUND_FACTOR * (_gamma(n, dtype) + _gamma(n, torch.float64)) * m for n, m in zip(terms, magnitudes)
+    )
+
+
+#: Multiplier of the rigorous worst-case bounds above; see ``error_bound``.
 BOUND_FACTOR = 1.0
 
 

@@ -66,6 +66,14 @@ class Execution:
     emulated: bool = False
 
 
+#: ``backward=AUTOGRAD``: the implementation's backward is autograd through its own forward
+#: (``autograd=True``: its own ``torch.autograd.Function``, or PyTorch ops).
+AUTOGRAD = "autograd"
+
+#: ``backward(x, weight, spec, grad_h, grad_v, grad_i) -> (grad_x, grad_weight)``.
+Backward = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
 def native(device: torch.device) -> Execution:
     """The default ``execution``: runs natively wherever its ``devices`` allow."""
     return Execution(f"native {device.type}")
@@ -100,6 +108,10 @@ class Implementation:
     rank: int = 0
     #: The whole deployed SW layer in one pass (``harness.models.layers.DeployedLayer``), or None.
     deployed: Callable[..., torch.Tensor] | None = None
+    #: Its own backward of the operator (``run_backward``): a ``Backward`` callable, ``AUTOGRAD``
+    #: (autograd through ``fn``), or None (the custom op then uses the reference's backward).
+    #: The gradient of a pruned kernel's weights is zero, and a pruned kernel must not be read.
+    backward: Backward | str | None = None
     source: Path | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -116,6 +128,12 @@ class Implementation:
             raise ValueError(f"Implementation {self.name}: dtypes must be floating torch dtypes, got {self.dtypes}")
         if not isinstance(self.role, Role) or self.role is Role.OTHER_OPERATOR:
             raise ValueError(f"Implementation {self.name}: role must be Role.IMPLEMENTATION or Role.PYTORCH_WAY, got {self.role!r}")
+        if self.backward == AUTOGRAD and not self.autograd:
+            raise ValueError(f"Implementation {self.name}: backward=AUTOGRAD needs autograd=True")
+        if self.backward is not None and self.backward != AUTOGRAD and not callable(self.backward):
+            raise TypeError(
+                f"Implementation {self.name}: backward must be callable, AUTOGRAD or None, got {type(self.backward).__name__}"
+            )
         if not callable(self.execution):
             raise TypeError(f"Implementation {self.name}: execution must be callable, got {type(self.execution).__name__}")
         if not isinstance(self.rank, int) or isinstance(self.rank, bool):
@@ -157,6 +175,41 @@ class Implementation:
         else:
             result = self.fn(x, weight, spec)
         return _checked_result(self.name, result, x)
+
+    def run_backward(
+        self, x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec, grads: Branches
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(grad_x, grad_weight) of the operator at (x, weight) for the branch gradients
+        ``grads`` (each shaped like x), by this implementation's declared ``backward``."""
+        if self.backward is None:
+            raise RuntimeError(f"implementation {self.name} declares no backward (backward=None)")
+        validate_inputs(x, weight, spec, dtypes=self.dtypes, devices=self.devices, name=self.name)
+        for label, grad in zip("hvi", grads):
+            if not isinstance(grad, torch.Tensor) or grad.shape != x.shape or grad.dtype != x.dtype or grad.device != x.device:
+                raise ValueError(f"{self.name} backward: grad_{label} must be {tuple(x.shape)} {x.dtype} on {x.device}, got {_described(grad)}")
+        if self.backward == AUTOGRAD:
+            with torch.enable_grad():
+                xx, ww = x.detach().requires_grad_(), weight.detach().requires_grad_()
+                result = torch.autograd.grad(tuple(self(xx, ww, spec)), (xx, ww), tuple(grads), allow_unused=True)
+            result = tuple(torch.zeros_like(t) if g is None else g for g, t in zip(result, (x, weight)))
+        else:
+            with torch.no_grad():
+                result = self.backward(x, weight, spec, *grads)
+        if not isinstance(result, tuple) or len(result) != 2:
+            raise TypeError(f"implementation {self.name}: backward must return (grad_x, grad_weight), got {type(result).__name__}")
+        for label, grad, like in zip(("grad_x", "grad_weight"), result, (x, weight)):
+            if not isinstance(grad, torch.Tensor) or grad.shape != like.shape or grad.dtype != like.dtype or grad.device != like.device:
+                raise ValueError(
+                    f"implementation {self.name}: backward's {label} must be {tuple(like.shape)} {like.dtype} "
+                    f"on {like.device}, got {_described(grad)}"
+                )
+        return result
+
+
+def _described(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{tuple(value.shape)} {value.dtype} on {value.device}"
+    return type(value).__name__
 
 
 def _checked_result(name: str, result: object, x: torch.Tensor) -> Branches:

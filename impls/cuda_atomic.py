@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness import Branches, Computes, Implementation, ShiftwiseSpec, compulsory_bytes, conv_output_elements, cudac, scatter_moves
+from harness import AUTOGRAD, Branches, Computes, Implementation, ShiftwiseSpec, compulsory_bytes, conv_output_elements, cudac, scatter_moves
 
 KERNEL_SOURCE = Path(__file__).with_suffix(".cu")
 BLOCK = 256
@@ -126,6 +126,7 @@ IMPLEMENTATION = Implementation(
     dtypes=(torch.float32, torch.float64),
     execution=lambda device: cudac.execution(KERNEL_SOURCE, device),
     autograd=True,
+    backward=AUTOGRAD,
     description="the paper's scatter kernel: one thread per conv-output element, atomicAdd into up to 2E+1 outputs",
     traffic=traffic,
     kernel_figures=kernel_figures,

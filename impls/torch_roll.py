@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness import Branches, Computes, Implementation, Role, ShiftwiseSpec
+from harness import AUTOGRAD, Branches, Computes, Implementation, Role, ShiftwiseSpec
 
 
 def _kernels_at_slot(slots: np.ndarray, spec: ShiftwiseSpec, t: int, g: int) -> np.ndarray:
@@ -64,6 +64,7 @@ IMPLEMENTATION = Implementation(
     devices=("cpu", "cuda"),
     dtypes=(torch.float32, torch.float64),
     autograd=True,
+    backward=AUTOGRAD,
     role=Role.PYTORCH_WAY,
     description="grouped conv, then E*nk slice-and-adds per strip branch (PyTorch ops, autograd)",
 )

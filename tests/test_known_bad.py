@@ -31,6 +31,9 @@ EXPECTED = {
     "cheat_zeroes_weight": "mutated-input",
     "cheat_patches_timer": "tampering",
     "cheat_patches_checker": "tampering",
+    "bad_unreversed_shifts": "gradient",
+    "bad_backward_ignores_sparsity": "gradient",
+    "bad_backward_wrong_channel": "gradient",
 }
 
 #: implementation -> what its failure message must say it did

@@ -16,6 +16,7 @@ import torch
 from harness import reference
 from harness.checking import compare, inputs, integrity
 from harness.checking.compare import Expected, bitwise_equal, compare_with_reference, describe_mismatch, expected_result
+from harness.checking.gradients import check_backward
 from harness.checking.inputs import EXACT_LIMIT, CheckCase, make_inputs
 from harness.reference import Branches, reference_forward
 from harness.registry import DEFAULT_IMPLS_DIR, Implementation
@@ -77,7 +78,9 @@ def check(impl: Implementation, check_case: CheckCase, *, gradients: bool = True
     mine = [impl.source] if impl.source else []
     failures = [Failure("tampering", t.message()) for t in _GUARD.tampered() if t.source is None or t.by(mine)]
     failures += _check_forward(impl, check_case, spec)
-    if gradients and impl.autograd and not failures:
+    if gradients and not failures and impl.backward is not None:
+        failures += [Failure(kind, message) for kind, message in check_backward(impl, check_case, spec)]
+    elif gradients and not failures and impl.autograd:
         failures += _check_gradients(impl, check_case, spec)
     return CheckResult(impl.name, check_case, tuple(failures), impls_dir=folder)
 

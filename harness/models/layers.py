@@ -26,7 +26,7 @@ import torch.nn.functional as F
 import torch.utils.flop_counter
 from torch import nn
 
-from harness.reference import merge_kernels, reference_forward
+from harness.reference import Branches, merge_kernels, reference_forward
 from harness.registry import IMPLS_ENV, Implementation, generation, implementations
 from harness.spec import ShiftwiseSpec
 
@@ -154,20 +154,32 @@ def _shiftwise_fake(x, weight, spec_key, impl):
 
 
 def _shiftwise_setup(ctx, inputs, output) -> None:
-    x, weight, spec_key, _ = inputs
+    x, weight, spec_key, impl = inputs
     ctx.save_for_backward(x, weight)
-    ctx.spec_key = spec_key
+    ctx.spec_key, ctx.impl = spec_key, impl
+
+
+def backward_used(impl: str) -> str:
+    """Whose backward the custom op runs for implementation ``impl``: ``impl`` itself when it
+    declares one (``Implementation.backward``), else ``"reference"``."""
+    if impl == REFERENCE or _implementation(impl).backward is None:
+        return REFERENCE
+    return impl
 
 
 def _shiftwise_backward(ctx, grad_h, grad_v, grad_i):
-    """Gradients through the reference (the op is linear in x and in weight)."""
+    """The implementation's declared backward (``Implementation.run_backward``) when it has
+    one, else the reference's (autograd of the merged depthwise convs; the op is linear in x
+    and in weight)."""
     x, weight = ctx.saved_tensors
     spec = registered_spec(ctx.spec_key)
+    grads = [torch.zeros_like(x) if g is None else g.contiguous() for g in (grad_h, grad_v, grad_i)]
+    if backward_used(ctx.impl) != REFERENCE:
+        gx, gw = _implementation(ctx.impl).run_backward(x.contiguous(), weight.contiguous(), spec, Branches(*grads))
+        return gx, gw, None, None
     with torch.enable_grad():
         xx, ww = x.detach().requires_grad_(), weight.detach().requires_grad_()
-        outs = reference_forward(xx, ww, spec)
-        grads = [torch.zeros_like(o) if g is None else g for o, g in zip(outs, (grad_h, grad_v, grad_i))]
-        gx, gw = torch.autograd.grad(outs, (xx, ww), grads)
+        gx, gw = torch.autograd.grad(reference_forward(xx, ww, spec), (xx, ww), grads)
     return gx, gw, None, None
 
 
@@ -499,6 +511,6 @@ def set_impl(model: nn.Module, impl: str) -> nn.Module:
 
 
 __all__ = [
-    "REFERENCE", "MergedShiftwiseConv2d", "ShiftwiseConv2d", "available_implementations",
+    "REFERENCE", "MergedShiftwiseConv2d", "ShiftwiseConv2d", "available_implementations", "backward_used",
     "ghost_split", "merge_all", "register_spec", "registered_spec", "resolve_impl", "set_impl", "shiftwise",
 ]  # fmt: skip

@@ -29,6 +29,9 @@ and the measured limits below are the algorithm's (operation counts, the NCHW tr
 the compiler's. ``forward(..., form="planes" | "channels")`` forces a form (for profiling:
 ``reports/notes/numba_cpu_phases.py``).
 
+The backward (``backward.py``) is the adjoint of the planes form's gather, fused with the
+small conv's two gradients, one (b, c) plane per task; pruned and off-map kernels are skipped.
+
 No atomics: each output element is summed by one thread. Floating point: only reassociation
 and FMA contraction, which the reference's order-independent gamma_n bound covers; pruned
 kernels are never read, so NaN weights cannot reach a sum.
@@ -45,6 +48,7 @@ import torch
 from harness import Branches, Computes, Implementation, ShiftwiseSpec
 
 from . import channels, deployed, planes
+from .backward import backward
 
 FORMS = ("planes", "channels")
 #: Relative cost of one counted vector instruction of each form, measured on the SW-tiny stages
@@ -169,6 +173,7 @@ IMPLEMENTATION = Implementation(
     dtypes=(torch.float32, torch.float64),
     traffic=traffic,
     deployed=deployed.deployed,
+    backward=backward,
     description="CPU, Numba SIMD row kernels, two forms chosen per call by instruction count: SW gather "
     "per (b, c) plane (pruned kernels skipped) or lanes over channels with clipped merged taps",
 )
