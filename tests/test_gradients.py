@@ -43,11 +43,12 @@ def test_declared_backward_matches_reference_on_edge_shapes(name, dtype, mode):
 
 
 def _real_layers() -> list[Case]:
-    """Every SW-tiny and SW-small stage layer at batch 1, sparsity 0.3 (pruned kernels in play)."""
+    """Every SW-tiny stage layer at batch 1, sparsity 0.3 (pruned kernels in play; SW-small's
+    layers have the same kernels on more channels)."""
     seen, found = set(), []
     for case in load_cases():
         key = (case.suite, case.big_kernel, case.channels, case.height)
-        if case.suite in ("sw_tiny", "sw_small") and case.batch == 1 and key not in seen:
+        if case.suite == "sw_tiny" and case.batch == 1 and key not in seen:
             seen.add(key)
             found.append(dataclasses.replace(case, sparsity=0.3))
     return found
