@@ -22,7 +22,7 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from harness.cases import Case  # noqa: E402
 from harness.checking import CheckCase, make_inputs  # noqa: E402
-from harness.training import layer_ways, network_step  # noqa: E402
+from harness.models.training import layer_ways, network_step  # noqa: E402
 
 threads = int(sys.argv[1]) if len(sys.argv) > 1 else 2
 parts = sys.argv[2:] or ["layers", "networks"]
