@@ -233,6 +233,6 @@ def test_a_bogus_impl_or_channel_count_is_a_clear_error_at_once():
 
     with pytest.raises(ValueError, match="unknown SW implementation 'bogus'"):
         build_network("sw_tiny", impl="bogus", depths=(1, 1, 1, 1), dims=(8, 16, 32, 64))
-    layer = ShiftwiseConv2d(8, 13, impl="reference")
+    layer = ShiftwiseConv2d(8, 8, 13, impl="reference")
     with pytest.raises(ValueError, match=r"x must be \(B, 8, H, W\), got shape \(1, 5, 6, 6\)"):
         layer(torch.zeros(1, 5, 6, 6))

@@ -4,6 +4,9 @@ small maps, float64)."""
 from __future__ import annotations
 
 import copy
+import json
+import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,7 +33,7 @@ REDUCED = dict(depths=(1, 1, 1, 1))
 
 def _randomized_layer(channels=20, big=13, small=3, seed=0, **kwargs) -> ShiftwiseConv2d:
     torch.manual_seed(seed)
-    layer = ShiftwiseConv2d(channels, big, small, impl="reference", **kwargs).double().eval()
+    layer = ShiftwiseConv2d(channels, big_kernel=big, small_kernel=small, impl="reference", **kwargs).double().eval()
     randomize_for_check(layer, seed)
     return layer
 
@@ -103,9 +106,115 @@ def test_layer_errors_are_clear():
     with pytest.raises(ValueError, match="unknown SW implementation 'nope'"):
         resolve_impl("nope", "cpu")
     with pytest.raises(ValueError, match="ghost_ratio"):
-        ShiftwiseConv2d(16, 13, ghost_ratio=1.5)
+        ShiftwiseConv2d(16, big_kernel=13, ghost_ratio=1.5)
     with pytest.raises(ValueError, match="unknown SW implementation 'nope'"):
-        ShiftwiseConv2d(16, 13, impl="nope")
+        ShiftwiseConv2d(16, 16, 13, impl="nope")
+
+
+OFFICIAL_VECTORS = Path(__file__).resolve().parent / "data" / "official.json"  # see tests/data/README.md
+
+
+def _official_state_shapes(in_channels, big_kernel, small_kernel, bn, ghost_ratio, N_path):
+    """The state dict the official ``ShifthWiseConv2dImplicit.__init__`` builds, key -> shape,
+    written from its formulas (repN, out_n = repN * nk, the N_path ``Conv2d(repN, out_n, k,
+    groups=repN)``, three BatchNorms; its ``AddShift_mp_module`` holds no tensors)."""
+    rep_n = int(in_channels * (1 - ghost_ratio)) // 2 * 2
+    out_n = rep_n * math.ceil(big_kernel / small_kernel)
+    shapes = {f"LoRAs.{p}.weight": (out_n, 1, small_kernel, small_kernel) for p in range(N_path)}
+    if bn:
+        for name in ("bn_lora1", "bn_lora2", "bn_small"):
+            shapes |= {f"{name}.{t}": (rep_n,) for t in ("weight", "bias", "running_mean", "running_var")}
+            shapes[f"{name}.num_batches_tracked"] = ()
+    return shapes
+
+
+def _official_rep_ghost(in_channels, ghost_ratio):
+    """The official split, replayed on numpy's global generator (state saved and restored)."""
+    saved = np.random.get_state()
+    try:
+        rep_n = int(in_channels * (1 - ghost_ratio)) // 2 * 2
+        np.random.seed(123)
+        ghost = sorted(np.random.choice(in_channels, in_channels - rep_n, replace=False).tolist())
+    finally:
+        np.random.set_state(saved)
+    return sorted(set(range(in_channels)) - set(ghost)), ghost
+
+
+@pytest.mark.parametrize(
+    "official, current",
+    [
+        ((80, 80, 51), dict(big_kernel=51)),
+        ((24, 24, 13, 5, 1, 24, False, True, 0.3, 1, 2, False), dict(big_kernel=13, small_kernel=5, bn=False, ghost_ratio=0.3, N_path=1, N_rep=2)),
+    ],
+    ids=["defaults", "every-argument"],
+)
+def test_official_signature_builds_the_same_layer_as_the_keyword_form(official, current):
+    names = ("in_channels", "out_channels", "big_kernel", "small_kernel", "stride", "group", "bn", "use_small_conv",
+             "ghost_ratio", "N_path", "N_rep", "bias")  # fmt: skip
+    layers = []
+    for args, kwargs in [((), dict(in_channels=official[0], **current)), (official, {}), ((), dict(zip(names, official)))]:
+        torch.manual_seed(7)  # the convs' initialisation
+        layers.append(ShiftwiseConv2d(*args, impl="reference", **kwargs))
+    keyword, positional, official_keywords = (layer.state_dict() for layer in layers)
+    expected = _official_state_shapes(official[0], current["big_kernel"], current.get("small_kernel", 3),
+                                      current.get("bn", True), current.get("ghost_ratio", 0.23), current.get("N_path", 2))
+    assert {k: tuple(v.shape) for k, v in keyword.items()} == expected
+    for other in (positional, official_keywords):
+        assert other.keys() == keyword.keys()
+        assert all(torch.equal(other[k], keyword[k]) for k in keyword)
+    assert layers[0].spec == layers[1].spec == layers[2].spec
+    assert all(torch.equal(layers[0].rep, layer.rep) and torch.equal(layers[0].ghost, layer.ghost) for layer in layers)
+
+
+@torch.no_grad()
+def test_official_call_builds_the_official_layer():
+    """The official vector M=7, k=5, 2 SW channels, N_rep=3: an official call with 3 channels
+    (default ghost_ratio: repN=2, one ghost channel), BN and two paths loads an official-shaped
+    state dict strictly and gives bn(h) + bn(v) + bn(i) + x_rep, then the ghost channel, with
+    (h, v, i) the official scatter kernel's recorded result."""
+    entry = json.loads(OFFICIAL_VECTORS.read_text())["forward"][1]
+    assert (entry["big_kernel"], entry["small_kernel"], entry["channels"], entry["groups"]) == (7, 5, 2, 3)
+    layer = ShiftwiseConv2d(3, 3, 7, 5, 1, 3, True, True, 0.23, 2, 3, False, impl="reference").double().eval()
+    weight = torch.tensor(entry["weight"], dtype=torch.float64)
+    generator = torch.Generator().manual_seed(0)
+    half = torch.randint(-2, 3, weight.shape, generator=generator).double()
+    state = {"LoRAs.0.weight": weight - half, "LoRAs.1.weight": half}  # the official forward sums the paths
+    bns = {}
+    for name in ("bn_lora1", "bn_lora2", "bn_small"):
+        bns[name] = [torch.tensor(v, dtype=torch.float64) for v in ([0.5, 2.0], [1.0, -1.0], [0.25, -0.5], [1.0, 4.0])]
+        state |= dict(zip((f"{name}.weight", f"{name}.bias", f"{name}.running_mean", f"{name}.running_var"), bns[name]))
+        state[f"{name}.num_batches_tracked"] = torch.tensor(5)
+    assert {k: tuple(v.shape) for k, v in state.items()} == _official_state_shapes(3, 7, 5, True, 0.23, 2)
+    layer.load_state_dict(state, strict=True)
+    rep, ghost = _official_rep_ghost(3, 0.23)
+    x = torch.randn(1, 3, 5, 4, dtype=torch.float64, generator=generator)
+    x[:, rep] = torch.tensor(entry["x"], dtype=torch.float64)
+
+    def bn(t, name):
+        w, b, mean, var = (p.view(1, -1, 1, 1) for p in bns[name])
+        return (t - mean) / torch.sqrt(var + 1e-5) * w + b
+
+    h, v, i = (torch.tensor(entry[name], dtype=torch.float64) for name in "hvi")
+    expected = torch.cat([bn(h, "bn_lora1") + bn(v, "bn_lora2") + bn(i, "bn_small") + x[:, rep], x[:, ghost]], dim=1)
+    _within(layer(x), expected, 1e-13, "official call vs the official layer's forward")
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, error, message",
+    [
+        ((80, 40, 51), {}, ValueError, r"out_channels must equal in_channels \(80\)"),
+        ((80, 51, 3), {}, ValueError, "now reads big_kernel as out_channels"),  # the old positional form
+        ((80, 80, 51), dict(stride=2), ValueError, "stride must be 1"),
+        ((80, 80, 51), dict(group=4), ValueError, "group must be 1 or in_channels"),
+        ((80, 80, 51), dict(use_small_conv=False), ValueError, "use_small_conv=False is not supported"),
+        ((80, 80, 51), dict(bias=True), ValueError, "bias=True is not supported"),
+        ((80,), {}, TypeError, "missing big_kernel"),
+    ],
+)
+def test_official_arguments_this_layer_cannot_honour_are_one_line_errors(args, kwargs, error, message):
+    with pytest.raises(error, match=message) as caught:
+        ShiftwiseConv2d(*args, **kwargs)
+    assert "\n" not in str(caught.value)
 
 
 def test_auto_picks_the_documented_first_available():
@@ -153,7 +262,7 @@ def test_the_models_name_no_implementation():
 
 
 def test_flop_counter_sees_the_custom_op():
-    layer = ShiftwiseConv2d(20, 13, 3, bn=False, N_path=1, impl="reference").eval()
+    layer = ShiftwiseConv2d(20, 20, 13, 3, bn=False, N_path=1, impl="reference").eval()
     x = torch.randn(2, 20, 9, 9)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         layer(x)

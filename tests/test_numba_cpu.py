@@ -144,7 +144,7 @@ def _deployed_pair(channels, big, small, ghost_ratio, dtype, seed, integers=Fals
             return torch.randint(-2, 3, shape, generator=generator).double()
         return torch.empty(shape, dtype=torch.float64).uniform_(-1.5, 1.5, generator=generator)
 
-    layer = ShiftwiseConv2d(channels, big, small, ghost_ratio=ghost_ratio, impl="reference").double().eval()
+    layer = ShiftwiseConv2d(channels, channels, big, small, ghost_ratio=ghost_ratio, impl="reference").double().eval()
     with torch.no_grad():
         for conv in layer.LoRAs:
             conv.weight.copy_(draw(conv.weight.shape))

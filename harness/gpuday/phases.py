@@ -251,7 +251,7 @@ def _layer_check(impl, device: str, dry_run: bool) -> str:
     from harness.models.layers import ShiftwiseConv2d
 
     channels, big_kernel, size = (6, 7, 5) if dry_run else (64, 13, 28)
-    layer = ShiftwiseConv2d(channels, big_kernel, 3, impl=impl.name)
+    layer = ShiftwiseConv2d(channels, channels, big_kernel, 3, impl=impl.name)
     randomize_for_check(layer, 0)
     layer.reparameterize()
     reference = copy.deepcopy(layer)

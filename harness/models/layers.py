@@ -258,6 +258,33 @@ def _fold_bn(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     return scale, bn.bias - bn.running_mean * scale
 
 
+def _check_official_arguments(in_channels, out_channels, big_kernel, stride, group, use_small_conv, bias) -> None:
+    """One-line errors for the official constructor's arguments this layer cannot honour."""
+    if big_kernel is None:
+        raise TypeError(
+            "ShiftwiseConv2d() missing big_kernel: call it as the official layer, (in_channels, out_channels, "
+            "big_kernel, small_kernel, ...), or with big_kernel=..."
+        )
+    if out_channels is not None and out_channels != in_channels:
+        raise ValueError(
+            f"out_channels must equal in_channels ({in_channels}): the SW layer is depthwise, got {out_channels} "
+            "(an old-style call ShiftwiseConv2d(C, big_kernel, small_kernel) now reads big_kernel as out_channels)"
+        )
+    if stride != 1:
+        raise ValueError(f"stride must be 1 (the SW shifts assume stride 1, as the official layer's do), got {stride}")
+    if group not in (1, in_channels):
+        raise ValueError(f"group must be 1 or in_channels ({in_channels}): the SW layer is depthwise, got {group}")
+    if not use_small_conv:
+        raise ValueError(
+            "use_small_conv=False is not supported: the small-kernel branch is part of the SW operator "
+            "(the official layer ignores the flag)"
+        )
+    if bias:
+        raise ValueError(
+            "bias=True is not supported: the SW layer has no bias (the official layer ignores the flag and builds none)"
+        )
+
+
 class ShiftwiseConv2d(nn.Module):
     """The SW layer: ghost split, small grouped conv(s), shift-and-add, per-branch BN, identity.
 
@@ -269,22 +296,39 @@ class ShiftwiseConv2d(nn.Module):
 
     ``impl``: a registered implementation's name, ``"reference"`` (the merged depthwise convs),
     or ``"auto"`` (``resolve_impl``: the best-ranked for the input's device and dtype, cached).
-    Stride 1 only, as the official layer's shifts assume.
+
+    The constructor is the official one, positionally and by keyword: ``(in_channels,
+    out_channels, big_kernel, small_kernel=3, stride=1, group=1, bn=True, use_small_conv=True,
+    ghost_ratio=0.23, N_path=2, N_rep=4, bias=False)``, then ``impl`` and ``spec`` by keyword.
+    ``out_channels`` may be left out (the layer keeps its channels) and must otherwise equal
+    ``in_channels``; ``ShiftwiseConv2d(C, big_kernel=M, small_kernel=k, ...)`` is the same call.
+    What the official layer accepts but ignores or gets wrong is refused with a one-line error:
+    ``stride`` other than 1 (its shifts assume stride 1), ``out_channels`` other than
+    ``in_channels`` (it outputs ``in_channels`` anyway), ``bias=True`` and
+    ``use_small_conv=False`` (it never builds a bias or drops the small kernel). ``group`` is
+    the group count of the convolution the layer stands in for (the official block passes
+    ``group=dim``); it changes nothing, as in the official layer, and must be 1 or ``in_channels``.
     """
 
     def __init__(
         self,
         in_channels: int,
-        big_kernel: int,
+        out_channels: int | None = None,
+        big_kernel: int | None = None,
         small_kernel: int = 3,
-        *,
+        stride: int = 1,
+        group: int = 1,
+        bn: bool = True,
+        use_small_conv: bool = True,
         ghost_ratio: float = 0.23,
         N_path: int = 2,
         N_rep: int = 4,
-        bn: bool = True,
+        bias: bool = False,
+        *,
         impl: str = "auto",
         spec: ShiftwiseSpec | None = None,
     ) -> None:
+        _check_official_arguments(in_channels, out_channels, big_kernel, stride, group, use_small_conv, bias)
         super().__init__()
         rep, ghost = ghost_split(in_channels, ghost_ratio)
         rep_n = len(rep)

@@ -112,7 +112,7 @@ class SWBlock(_UniRepFFN):
     def __init__(self, dim: int, big_kernel: int, small_kernel: int, *, ghost_ratio: float = 0.23,
                  N_path: int = 2, N_rep: int = 4, impl: str = "auto", layer_scale: float = 1e-6) -> None:  # fmt: skip
         super().__init__()
-        self.large_kernel = ShiftwiseConv2d(dim, big_kernel, small_kernel, ghost_ratio=ghost_ratio,
+        self.large_kernel = ShiftwiseConv2d(dim, dim, big_kernel, small_kernel, group=dim, ghost_ratio=ghost_ratio,
                                             N_path=N_path, N_rep=N_rep, impl=impl)  # fmt: skip
         self._init_ffn(dim, layer_scale)
 
