@@ -3,6 +3,7 @@ implementation that caused it (tests/bad_impls/ and tests/test_known_bad.py hold
 
 import os
 import shlex
+import shutil
 import stat
 from pathlib import Path
 
@@ -139,15 +140,18 @@ TIMED_CHEATS = {
 
 
 @pytest.mark.parametrize("name", sorted(TIMED_CHEATS))
-def test_the_benchmark_verifies_what_it_timed(name):
+def test_the_benchmark_verifies_what_it_timed(name, tmp_path):
     """Session.measure's check after timing (``integrity.check_timed_calls``), on the calls a
-    benchmark makes: one verified, then timed ones on the same buffers."""
+    benchmark makes: one verified, then timed ones on the same buffers. The cheat is loaded
+    from a fresh copy, so its import-time effects (a patched clock) happen in this test even
+    when an earlier test in the same worker imported, caught and undid them."""
     from harness import discover
     from harness.bench import Computation
     from harness.cases import Case
     from harness.checking import integrity
 
-    impl = discover(BAD_IMPLS).implementations[name]
+    shutil.copy(BAD_IMPLS / f"{name}.py", tmp_path / f"{name}.py")
+    impl = discover(tmp_path).implementations[name]
     prepared = Computation(name, impl.role, "", implementation=impl).prepare(Case("t", 7, 3, 2, 1, 1, 6, 6), __import__("torch").float32, "cpu")
     first = prepared.run()
     prepared.verify(first)

@@ -4,6 +4,7 @@ from whichever place the installed release keeps it, or an ImportError saying wh
 from __future__ import annotations
 
 import functools
+import importlib
 
 
 #: What the GPU path uses from cuda.core.
@@ -15,14 +16,14 @@ def cuda_core():
     """cuda-python's ``cuda.core`` with what the GPU path uses: ``cuda.core`` itself (0.3 and
     later), else ``cuda.core.experimental`` (the releases before 0.3 kept the API there). An
     ImportError names the release and what it lacks."""
-    try:
-        import cuda.core as module
+    try:  # import_module returns what sys.modules holds (``import a.b as m`` reads the attribute of a)
+        module = importlib.import_module("cuda.core")
     except ImportError as error:
         raise ImportError(f"cuda.core is not importable ({error}); install cuda-python (cuda-core)") from error
     if all(hasattr(module, name) for name in CUDA_CORE_NAMES):
         return module
     try:
-        from cuda.core import experimental as module_experimental
+        module_experimental = importlib.import_module("cuda.core.experimental")
     except ImportError:
         module_experimental = None
     if module_experimental is not None and all(hasattr(module_experimental, name) for name in CUDA_CORE_NAMES):
