@@ -46,8 +46,8 @@ PHASES = (
     Phase("sanitizers", 45, 25, "compute-sanitizer memcheck, racecheck, synccheck, initcheck on every CUDA implementation's kernels, caching allocator off"),
     Phase("timing", 100, 45, "implementations and peers on the SW-tiny stages at B=64/128, CUDA events, cold L2, graph replay, host time per call"),
     Phase("peers", 40, 30, "the compiled (full-tier) peers with cudnn.benchmark autotuning"),
-    Phase("counters", 45, 15, "ncu: DRAM bytes, occupancy, bank conflicts, pipe utilisation, stalls, beside the static estimates"),
-    Phase("networks", 60, 80, "Table 7 on the GPU: SW-tiny with each GPU implementation, SW-tiny Rep, UniRepLKNet-T, SLaK-T (Rep) at B=64/128"),
+    Phase("counters", 45, 30, "ncu: DRAM bytes, occupancy, bank conflicts, pipe utilisation, stalls, beside the static estimates"),
+    Phase("networks", 60, 65, "Table 7 on the GPU: SW-tiny with each GPU implementation, SW-tiny Rep, UniRepLKNet-T, SLaK-T (Rep) at B=64/128"),
     Phase("report", 20, 20, "the markdown report from the runs (where its libraries are present)"),
 )
 PHASE_NAMES = tuple(phase.name for phase in PHASES)
