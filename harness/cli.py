@@ -257,6 +257,7 @@ def _check(args: argparse.Namespace, console: Console) -> int:
             raise UsageError("--case checks exactly one case: it cannot be combined with --tier, --suite, --random or --cases-dir")
         try:
             single = CheckCase.parse(args.case)
+            single.ensure_fits()
         except ValueError as error:
             raise UsageError(f"--case: {error}") from None
         checks = runner.Plan((single,), (not args.no_grad,))

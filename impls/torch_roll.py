@@ -32,7 +32,11 @@ def _gather_active(y: torch.Tensor, flat_kernels: np.ndarray, spec: ShiftwiseSpe
 def shift_add(y: torch.Tensor, spec: ShiftwiseSpec) -> Branches:
     e = spec.extra_pad
     height, width = y.shape[2] - 2 * e, y.shape[3] - 2 * e
-    shifts = spec.shifts
+    # A slot whose shift moves its window wholly off y (|s| >= the map plus y's border) adds only
+    # zeros: it is left out, so the padding is bounded by the map, not by the big kernel.
+    reach = max(height, width) + 2 * e
+    on_map = {t: s for t, s in enumerate(spec.shifts) if abs(s) < reach}
+    shifts = list(on_map.values()) or [0]
     # Zero-pad y so every shifted window is a plain slice: output column x reads y column x - s.
     before = max(0, max(shifts))
     after_w = max(0, max(width - 1 - s for s in shifts) - (y.shape[3] - 1))
@@ -45,7 +49,7 @@ def shift_add(y: torch.Tensor, spec: ShiftwiseSpec) -> Branches:
     out_v = y.new_zeros(batch, spec.channels, height, width)
     out_i = y.new_zeros(batch, spec.channels, height, width)
     for g in range(spec.groups):
-        for t, s in enumerate(shifts):
+        for t, s in on_map.items():
             window = _gather_active(y_wide, _kernels_at_slot(spec.slot_h, spec, t, g), spec)
             out_h = out_h + window[:, :, e : e + height, before - s : before - s + width]
             window = _gather_active(y_tall, _kernels_at_slot(spec.slot_v, spec, t, g), spec)

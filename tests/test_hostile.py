@@ -1,6 +1,7 @@
 """The harness under hostile input: nothing lost, no false green, a crash or hang blamed on the
 implementation that caused it (tests/bad_impls/ and tests/test_known_bad.py hold the cheats)."""
 
+import dataclasses
 import os
 import shlex
 import shutil
@@ -240,3 +241,25 @@ def test_a_bogus_impl_or_channel_count_is_a_clear_error_at_once():
     layer = ShiftwiseConv2d(8, 8, 13, impl="reference")
     with pytest.raises(ValueError, match=r"x must be \(B, 8, H, W\), got shape \(1, 5, 6, 6\)"):
         layer(torch.zeros(1, 5, 6, 6))
+
+
+def test_a_case_too_large_for_memory_is_refused_before_anything_is_allocated(tmp_path, capsys, monkeypatch):
+    huge = "name=huge big_kernel=51 small_kernel=3 channels=4000 groups=4 height=2000 width=2000 batch=64"
+    assert main(["check", "--case", huge, "--impl", "torch_roll"]) == EXIT_USAGE
+    captured = capsys.readouterr()
+    line = (captured.out + captured.err).strip().splitlines()[-1]
+    assert "--case: case 'huge' needs at least" in line and "GiB this machine has available" in line
+    # A suite's case that cannot fit is refused per check, never blamed on the implementation.
+    from harness.checking.inputs import CheckCase
+
+    result = runner._run_task(runner._Task(("torch_roll",), None, (CheckCase.parse(huge),), (False,), 60.0))[0]
+    assert [f.kind for f in result.failures] == ["refused"] and "was not checked (the harness refused" in result.report()
+
+
+def test_a_case_name_with_spaces_gives_a_reproducer_that_parses():
+    from harness.checking.inputs import CheckCase
+
+    case = CheckCase.parse(CASE.replace("name=", "name=x", 1))
+    spaced = CheckCase(dataclasses.replace(case.case, name="my case; rm -rf"), layout="strided")
+    assert CheckCase.parse(spaced.to_args()) == spaced
+    assert shlex.split(f"--case {shlex.quote(spaced.to_args())}")[1] == spaced.to_args()

@@ -24,7 +24,7 @@ from harness.registry import DEFAULT_IMPLS_DIR, Implementation
 
 @dataclass(frozen=True)
 class Failure:
-    #: "error", "timeout", "crash", "mutated-input", "values", "gradient", "cheat" (integrity), "tampering"
+    #: "error", "refused" (a case too large for this machine), "timeout", "crash", "mutated-input", "values", "gradient", "cheat" (integrity), "tampering"
     kind: str
     message: str
 
@@ -52,7 +52,9 @@ class CheckResult:
             return f"{self.implementation}: skipped ({self.skipped})"
         if self.passed:
             return f"{self.implementation}: passed [{self.check.to_args()}]"
-        lines = [f"{self.implementation} does not match the reference. Reproduce with:", f"  {self.reproducer}"]
+        refused = all(failure.kind == "refused" for failure in self.failures)
+        headline = "was not checked (the harness refused the case)" if refused else "does not match the reference"
+        lines = [f"{self.implementation} {headline}. Reproduce with:", f"  {self.reproducer}"]
         lines += [f"  [{failure.kind}] {failure.message}" for failure in self.failures]
         return "\n".join(lines)
 

@@ -4,6 +4,7 @@ written and read back as the ``key=value`` string of a reproducer) and the seede
 from __future__ import annotations
 
 import dataclasses
+import os
 import shlex
 from dataclasses import dataclass, field
 
@@ -48,7 +49,30 @@ class CheckCase:
         """``key=value`` pairs that ``CheckCase.parse`` reads back: the reproducer's case."""
         values = {**dataclasses.asdict(self.case), **dataclasses.asdict(self)}
         del values["case"], values["suite"], values["tier"]
-        return " ".join(f"{key}={value}" for key, value in values.items())
+        return " ".join(f"{key}={shlex.quote(str(value))}" for key, value in values.items())
+
+    def footprint_bytes(self) -> int:
+        """A lower bound on what one check of this case holds at once (the harness's side only):
+        the float64 draws, the inputs in their dtype and layout, the float64 reference, its bound and
+        the reference of the magnitudes (three branches each), the implementation's three branches
+        and the float64 copies the comparison makes."""
+        case, spec = self.case, self.case.spec()
+        size = self.torch_dtype.itemsize
+        per_map = case.batch * spec.channels * case.height * case.width
+        layout = 2 if self.layout == "strided" else 1
+        weight = spec.channels * spec.nk * spec.small_kernel**2
+        return per_map * (8 * (4 + 3 + 3 + 3 + 2) + size * (layout + 3)) + weight * (8 + size)
+
+    def ensure_fits(self) -> None:
+        """Refuse (``CaseTooLarge``) a case whose check cannot fit in the memory available now,
+        before anything is allocated (a huge case would otherwise be killed by the OOM killer)."""
+        need, available = self.footprint_bytes(), available_memory_bytes()
+        if available is not None and need > available:
+            raise CaseTooLarge(
+                f"case {self.case.name!r} needs at least {_gib(need)} for one check "
+                f"(B={self.case.batch}, C={self.case.spec().channels}, {self.case.height}x{self.case.width}, "
+                f"{self.dtype}), more than the {_gib(available)} this machine has available"
+            )
 
     @classmethod
     def parse(cls, text: str) -> CheckCase:
@@ -83,6 +107,30 @@ class CheckCase:
         return cls(Case(**case_values), **{key: values[key] for key in own if key in values})
 
 
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
+
+
+class CaseTooLarge(ValueError):
+    """A case refused before anything is allocated: its check cannot fit in memory."""
+
+
+def available_memory_bytes() -> int | None:
+    """Memory a new allocation can get without swapping: MemAvailable on Linux, else the free
+    pages; None where neither is known (then nothing is refused)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 @dataclass
 class _Inputs:
     x: torch.Tensor
@@ -92,6 +140,7 @@ class _Inputs:
 
 def make_inputs(check: CheckCase, *, nan_pruned: bool) -> _Inputs:
     """Seeded inputs in the case's dtype, layout and device (drawn on the CPU in float64)."""
+    check.ensure_fits()
     case, spec = check.case, check.case.spec()
     generator = torch.Generator().manual_seed(case.seed)
     if check.mode == "exact":

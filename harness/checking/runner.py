@@ -33,7 +33,7 @@ import numpy as np
 
 from harness.cases import Case, load_cases
 from harness.checking.check import CheckResult, Failure, check
-from harness.checking.inputs import CheckCase
+from harness.checking.inputs import CaseTooLarge, CheckCase
 from harness.registry import discover
 
 TIERS = ("quick", "full")
@@ -205,6 +205,8 @@ def _run_task(task: _Task) -> list[CheckResult]:
             except CheckTimeout:
                 failure = Failure("timeout", f"the check ran past its time limit of {task.timeout:g} s (--timeout)")
                 results.append(CheckResult(name, check_case, (failure,), impls_dir=task.folder))
+            except CaseTooLarge as error:
+                results.append(CheckResult(name, check_case, (Failure("refused", str(error)),), impls_dir=task.folder))
             except Exception as error:  # the harness's own refusal (e.g. a case too large for exact mode)
                 failure = Failure("error", f"the check could not be made: {type(error).__name__}: {error}")
                 results.append(CheckResult(name, check_case, (failure,), impls_dir=task.folder))

@@ -262,6 +262,28 @@ def _layer_check(impl, device: str, dry_run: bool) -> str:
         return verify_network(layer.to(device), reference.to(device), x)
 
 
+#: The known cheat that exists on CUDA only (tests/bad_impls/cheat_side_stream.py): its outputs
+#: are written on a side stream after the call returns; the check must catch it.
+SIDE_STREAM_CHEAT = Path("tests") / "bad_impls"
+
+
+def _side_stream_cheat(device: str) -> dict:
+    """Is the side-stream cheat caught on this device? PASSED when the check fails it as a cheat."""
+    from harness.cases import Case
+    from harness.checking import CheckCase, check
+    from harness.registry import discover
+
+    impl = discover(SIDE_STREAM_CHEAT).implementations.get("cheat_side_stream")
+    if impl is None:
+        return {"status": FAILED, "detail": f"cheat_side_stream not found in {SIDE_STREAM_CHEAT}"}
+    if reason := impl.unavailable_reason(device):
+        return {"status": SKIPPED, "detail": f"cheat_side_stream needs CUDA: {reason}"}
+    case = Case(name="side-stream", big_kernel=13, small_kernel=3, channels=8, groups=2, batch=2, height=16, width=16)
+    result = check(impl, CheckCase(case, "float32", "exact", device=device), gradients=False)
+    caught = any(failure.kind == "cheat" for failure in result.failures)
+    return {"status": PASSED if caught else FAILED, "detail": result.report()}
+
+
 def phase_correctness(rec: Recorder, dry_run: bool) -> None:
     from harness.checking import CheckCase, check
 
@@ -295,6 +317,8 @@ def phase_correctness(rec: Recorder, dry_run: bool) -> None:
                 outcome = {"status": FAILED, "detail": f"{type(error).__name__}: {error}"}
         counts[outcome["status"]] += 1
         rec.append("network_path", {"implementation": impl.name, **outcome})
+    rec.add("side_stream_cheat", outcome := _side_stream_cheat(device))
+    counts[outcome["status"]] += 1
     # swbench check on its quick tier (a dry run: one small case), with what the budget leaves
     names = [arg for impl in impls for arg in ("--impl", impl.name)]
     command = [sys.executable, "-m", "harness.cli", "check", "--device", device, *names, "--jobs", "1"]
