@@ -15,7 +15,7 @@ LAYERS = {
     "harness": 2,
     "harness.cudac": 3,
     "harness.checking": 4, "harness.cudac.sanitizers": 4,
-    "harness.peers": 5, "harness.machine": 5, "harness.results": 5, "harness.gputime": 5,
+    "harness.peers": 5, "harness.machine": 5, "harness.results": 5, "harness.gputime": 5, "harness.paired": 5,
     "harness.bench": 6, "harness.bench_plugin": 6,
     "harness.models": 7,
     "harness.report": 8, "harness.gpuday": 8,

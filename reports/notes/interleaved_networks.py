@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from harness.models.networks import build_network
+from harness.paired import paired_ratio
 
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
@@ -28,14 +29,6 @@ LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channel
 def build(name: str, impl: str | None) -> torch.nn.Module:
     net = build_network(name, impl) if impl else build_network(name)
     return net.reparameterize() if hasattr(net, "reparameterize") else net
-
-
-def paired_ratio(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, resamples: int = 4000) -> tuple[float, float, float]:
-    """exp(mean log(b/a)) over paired rounds, with its bootstrap 95% interval."""
-    logs = np.log(b / a)
-    picks = rng.integers(0, logs.size, size=(resamples, logs.size))
-    means = logs[picks].mean(axis=1)
-    return float(np.exp(logs.mean())), float(np.exp(np.quantile(means, 0.025))), float(np.exp(np.quantile(means, 0.975)))
 
 
 def main() -> None:
@@ -80,11 +73,9 @@ def main() -> None:
         print(f"{name:<18} {layout:<14} {1e3 * np.median(t):10.1f} {args.batch / np.median(t):9.2f}")
         if name not in best or np.median(t) < np.median(arrays[best[name]]):
             best[name] = (name, layout)
-    rng = np.random.default_rng(0)
     sw = best[names[0]]
     for other in names[1:]:
-        ratio, low, high = paired_ratio(arrays[sw], arrays[best[other]], rng)
-        print(f"{sw[0]} ({sw[1]}) / {other} ({best[other][1]}) images/s: {ratio:.3f} [95% {low:.3f}, {high:.3f}]")
+        print(f"{sw[0]} ({sw[1]}) / {other} ({best[other][1]}) images/s: {paired_ratio(arrays[sw], arrays[best[other]])}")
 
 
 if __name__ == "__main__":
