@@ -66,6 +66,9 @@ class Metrics:
     pct_roofline: float | None
     #: which roof binds at this density: "compute" or "memory"
     bound: str | None
+    #: faster than the roofline allows (pct_roofline > 100): a result to distrust, never to crown
+    #: (work not done, done earlier, or a wrong work count); None without a roofline
+    impossible: bool | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -98,4 +101,5 @@ def derived_metrics(
         roofline_seconds=roofline_seconds,
         pct_roofline=pct,
         bound=bound,
+        impossible=None if pct is None else pct > 100.0,
     )

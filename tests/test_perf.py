@@ -121,7 +121,12 @@ class TestDerivedMetrics:
 
     def test_without_peaks_there_is_no_roofline(self):
         m = derived_metrics(self.work, 0.5, peak_gflops=None, peak_gbps=10.0)
-        assert m.pct_roofline is None and m.bound is None and m.gflops == 16.0
+        assert m.pct_roofline is None and m.bound is None and m.gflops == 16.0 and m.impossible is None
+
+    def test_faster_than_the_roofline_is_flagged_impossible(self):
+        # The roofline here is 0.08 s (8 GFLOP at 100 GFLOP/s): 0.079 s cannot be, 0.081 s can.
+        assert derived_metrics(self.work, 0.079, peak_gflops=100.0, peak_gbps=1000.0).impossible is True
+        assert derived_metrics(self.work, 0.081, peak_gflops=100.0, peak_gbps=1000.0).impossible is False
 
     def test_without_a_traffic_model_bytes_are_compulsory(self):
         work = Workload(batch=1, flops=10, compulsory_bytes=5, traffic_bytes=None)
