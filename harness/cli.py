@@ -60,6 +60,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a ratio >= 1 (1.05: 5%), got {text!r}") from None
+    if not 1 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a ratio >= 1 (1.05: 5%), got {text}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = _count(text)
     if value == 0:
@@ -147,7 +157,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--baseline", nargs="+", type=Path, metavar="RUN.json", help="runs to compare against")
     report.add_argument("--title", help="the report's title")
     report.add_argument(
-        "--noise-floor", type=float, default=1.0, metavar="RATIO",
+        "--noise-floor", type=_ratio, default=1.0, metavar="RATIO",
         help="with --baseline: flag a change only beyond this ratio as well as beyond the IQRs (measure it with "
         "two runs of the same code; default 1: IQRs only)",
     )  # fmt: skip

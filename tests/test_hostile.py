@@ -83,6 +83,8 @@ def test_a_cases_dir_is_honoured_or_refused(tmp_path):
     [
         (["check", "--case", ""], "--case: case string: missing keys"),
         (["check", "--timeout", "0"], "expected a number of seconds > 0"),
+        (["report", "run.json", "--output", "r.md", "--noise-floor", "-1"], "--noise-floor: expected a ratio >= 1"),
+        (["report", "run.json", "--output", "r.md", "--noise-floor", "nan"], "--noise-floor: expected a ratio >= 1"),
     ],
 )
 def test_more_usage_errors(args, message, capsys):
