@@ -111,8 +111,12 @@ def kernel_figures(arch: str) -> list:
     launches = []
     for case, spec, shape in cudac.report_stages():
         elements = conv_output_elements(spec, shape)
+        # Its own DRAM bytes: the active y read, the outputs written back once (their atomics'
+        # read-modify-writes stay in the L2: a plane's moves come from consecutive blocks).
+        active = elements // spec.active.size * int(spec.active.sum())
+        dram = 4 * active + 4 * 3 * shape[0] * shape[1] * shape[2] * shape[3]
         launches.append(cudac.Launch(case, -(-elements // BLOCK), (BLOCK,), 0, 0, scatter_moves(spec, shape),
-                               l2_bytes=atomic_l2_bytes(spec, shape, 4)))  # fmt: skip
+                               l2_bytes=atomic_l2_bytes(spec, shape, 4), dram_bytes=dram))  # fmt: skip
     compiled = cudac.compile_cuda(cudac.CudaSource.read(KERNEL_SOURCE), arch)
     return cudac.figures_of(compiled, {"sw_scatter_f32": launches})
 

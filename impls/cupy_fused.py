@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from harness import Branches, Computes, Execution, Implementation, ShiftwiseSpec, compulsory_bytes, cudac, move_tables
@@ -104,6 +105,25 @@ def traffic(spec: ShiftwiseSpec, shape, itemsize: int) -> int:
     return compulsory_bytes(spec, shape, itemsize) + itemsize * halo
 
 
+def launch_bytes(spec: ShiftwiseSpec, shape, itemsize: int) -> dict[str, tuple[int, tuple]]:
+    """(DRAM bytes with a cold L2, re-reads as (bytes, working set)) of each kernel, summing to
+    ``traffic``: the rows kernel reads x with its row halo (the halo re-read from the L2 just
+    after a neighbouring block read it) and writes Oh and Oi; the columns kernel reads x again
+    (after the rows kernel moved x and two outputs) with its column halo, and writes Ov."""
+    batch, channels, height, width = shape
+    k, r = spec.small_kernel, spec.small_kernel // 2
+    tile = launch_plan(spec, shape, itemsize)["tile"]
+    x = itemsize * batch * channels * height * width
+    planes = batch * channels
+    rows_halo = itemsize * planes * (sum(_overlap(i - r, k, height) for i in range(height)) * width - height * width)
+    columns_halo = itemsize * planes * (height * sum(_overlap(x0 - r, tile + k - 1, width) for x0 in range(0, width, tile)) - height * width)
+    small = compulsory_bytes(spec, shape, itemsize) - 4 * x  # weights and tables, once
+    return {
+        "sw_fused_rows_f32": (x + rows_halo + 2 * x + small, ((rows_halo, 0),)),
+        "sw_fused_columns_f32": (x + columns_halo + x, ((x, 3 * x), (columns_halo, 0))),
+    }
+
+
 def _execution(device: torch.device) -> Execution:
     return cudac.cupy_execution(KERNEL_SOURCE, device)
 
@@ -124,16 +144,112 @@ def executed_work(spec: ShiftwiseSpec, shape) -> dict[str, tuple[int, int]]:
     return {"sw_fused_rows_f32": (rows_fma, rows_adds), "sw_fused_columns_f32": (columns_fma, columns_adds)}
 
 
+def shared_sites(spec: ShiftwiseSpec, shape) -> dict[str, list]:
+    """Every shared-memory access of both kernels of ``cupy_fused.cu`` over one launch, by
+    kernel, their index expressions replayed for the 32 lanes of each warp
+    (``harness.cudac.banks``); lanes of a warp in lockstep, a lane whose guard fails inactive.
+    Channels with the same staged count (conv) or the same (staged row, shift) move (gather)
+    replay alike, so each is replayed once and weighted."""
+    from collections import Counter
+
+    from harness.cudac import banks
+
+    batch, channels, height, width = shape
+    k, e, p = spec.small_kernel, spec.extra_pad, spec.small_kernel - 1
+    wy, wx, hy, hx = width + 2 * e, width + 2 * p, height + 2 * e, height + 2 * p
+    plan, tables = launch_plan(spec, shape, 4), move_tables(spec, height, width)
+
+    def at(words, active):
+        return np.where(active, 4 * words, -1).reshape(-1, 32)
+
+    def staging(tid, valid, threads, parts, blocks):
+        out = []
+        for name, start, total in parts:
+            t, active = banks.strided(tid, valid, total, threads)
+            out.append(banks.site(name, "st", at(start + t, active), blocks))
+        return out
+
+    def counts(staged_table, move_table):
+        staged = Counter(int((staged_table[c] >= 0).sum()) for c in range(channels))
+        moves = Counter((int(m), int(s)) for c in range(channels) for m, s in move_table[c] if m >= 0)
+        return staged, moves
+
+    # rows kernel: a block per (b, c, i); layout [k x wx xs][R x wy ys][2M moves][R rows]
+    (_,), (threads,), _ = plan["rows"]
+    tid, valid = banks.warps_of(threads)
+    staged_max, moves_max = tables.rows.shape[1], tables.row_moves.shape[1]
+    ys0 = k * wx
+    moves0 = ys0 + staged_max * wy
+    rows0 = moves0 + 2 * moves_max
+    blocks = batch * height  # per channel
+    rows = staging(tid, valid, threads, [("stage moves", moves0, 2 * moves_max), ("stage rows", rows0, staged_max),
+                                         ("stage x", 0, k * wx)], batch * channels * height)  # fmt: skip
+    per_staged, per_move = counts(tables.rows, tables.row_moves)
+    for staged, times in per_staged.items():
+        rows.append(banks.site("count staged", "ld", at(rows0 + 0 * tid, valid), blocks * times * min(staged + 1, staged_max)))
+        t, active = banks.strided(tid, valid, staged * wy, threads)
+        r, q = t // wy, t % wy
+        rows.append(banks.site("conv: kernel", "ld", at(rows0 + r, active), blocks * times))
+        for u in range(k):
+            for v in range(k):
+                rows.append(banks.site("conv: x", "ld", at(u * wx + q + v, active), blocks * times))
+        rows.append(banks.site("conv: y", "st", at(ys0 + t, active), blocks * times))
+    col, active = banks.strided(tid, valid, width, threads)
+    rows.append(banks.site("gather: moves", "ld", at(moves0 + 0 * tid, active), blocks * 2 * sum(per_move.values())))
+    for (m, shift), times in per_move.items():
+        q = col - shift
+        rows.append(banks.site("gather: y", "ld", at(ys0 + m * wy + q, active & (q >= 0) & (q < wy)), blocks * times))
+    picks = int((tables.identity >= 0).sum())
+    for u in range(k):
+        for v in range(k):
+            rows.append(banks.site("identity: x", "ld", at(u * wx + col + e + v, active), blocks * picks))
+
+    # columns kernel: a block per (b, c, tile); layout [hx x tx xs][R x hy x tile ys][2M moves][R columns]
+    tile = plan["tile"]
+    (_,), (threads,), _ = plan["columns"]
+    tid, valid = banks.warps_of(threads)
+    tx = tile + k - 1
+    staged_max, moves_max = tables.columns.shape[1], tables.column_moves.shape[1]
+    ys0 = hx * tx
+    moves0 = ys0 + staged_max * hy * tile
+    columns0 = moves0 + 2 * moves_max
+    spans = [min(tile, width - x0) for x0 in range(0, width, tile)]
+    columns = staging(tid, valid, threads, [("stage moves", moves0, 2 * moves_max), ("stage columns", columns0, staged_max),
+                                            ("stage x", 0, hx * tx)], batch * channels * len(spans))  # fmt: skip
+    per_staged, per_move = counts(tables.columns, tables.column_moves)
+    for span in sorted(set(spans)):
+        blocks = batch * spans.count(span)  # per channel
+        for staged, times in per_staged.items():
+            columns.append(banks.site("count staged", "ld", at(columns0 + 0 * tid, valid), blocks * times * min(staged + 1, staged_max)))
+            flat, active = banks.strided(tid, valid, staged * hy * span, threads)
+            r, a, t = flat // (hy * span), flat // span % hy, flat % span
+            columns.append(banks.site("conv: kernel", "ld", at(columns0 + r, active), blocks * times))
+            for u in range(k):
+                for v in range(k):
+                    columns.append(banks.site("conv: x", "ld", at((a + u) * tx + t + v, active), blocks * times))
+            columns.append(banks.site("conv: y", "st", at(ys0 + (r * hy + a) * tile + t, active), blocks * times))
+        flat, active = banks.strided(tid, valid, height * span, threads)
+        i, t = flat // span, flat % span
+        columns.append(banks.site("gather: moves", "ld", at(moves0 + 0 * tid, active), blocks * 2 * sum(per_move.values())))
+        for (m, shift), times in per_move.items():
+            a = i - shift
+            columns.append(banks.site("gather: y", "ld", at(ys0 + (m * hy + a) * tile + t, active & (a >= 0) & (a < hy)), blocks * times))
+    return {"sw_fused_rows_f32": banks.merge(rows), "sw_fused_columns_f32": banks.merge(columns)}
+
+
 def kernel_figures(arch: str) -> list:
     """ptxas and SASS figures of every kernel, with the float32 kernels' launches on each
     SW-tiny stage."""
 
     launches: dict[str, list] = {}
     for case, spec, shape in cudac.report_stages():
-        plan, work = launch_plan(spec, shape, 4), executed_work(spec, shape)
+        plan, work, sites = launch_plan(spec, shape, 4), executed_work(spec, shape), shared_sites(spec, shape)
+        bytes_ = launch_bytes(spec, shape, 4)
         for kernel, key in (("sw_fused_rows_f32", "rows"), ("sw_fused_columns_f32", "columns")):
             (grid,), block, shared = plan[key]
-            launches.setdefault(kernel, []).append(cudac.Launch(case, grid, block, shared, *work[kernel]))
+            dram, reuse = bytes_[kernel]
+            launches.setdefault(kernel, []).append(cudac.Launch(case, grid, block, shared, *work[kernel], shared_sites=tuple(sites[kernel]),
+                                                                barriers_per_block=2, dram_bytes=dram, reuse=reuse))  # fmt: skip
     return cudac.figures_of(cudac.compile_cuda(cudac.CudaSource.read(KERNEL_SOURCE), arch), launches)
 
 

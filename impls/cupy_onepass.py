@@ -157,6 +157,97 @@ def executed_flops(spec: ShiftwiseSpec, shape) -> tuple[int, int]:
     return batch * staged * k * k * (height + 2 * e) * (width + 2 * e), scatter_moves(spec, shape)
 
 
+def shared_sites(spec: ShiftwiseSpec, shape, plan: Plan, conv_width: tuple[int, int] = (4, 4)) -> list:
+    """Every shared-memory access of ``cupy_onepass.cu`` over one launch, its index expressions
+    replayed for the 32 lanes of each warp (``harness.cudac.banks``). ``conv_width``: the bytes
+    per lane of the conv's loads and stores in the build's SASS (8 where it pairs them). Every
+    block is replayed with the table of one channel for all its planes, and the grid's blocks
+    spread evenly over the channels; lanes of a warp run in lockstep (a lane whose guard fails
+    is inactive)."""
+    from harness.cudac import banks
+
+    batch, channels, height, width = shape
+    k, e, pad, groups = spec.small_kernel, spec.extra_pad, spec.small_kernel - 1, spec.groups
+    d = plan.defines
+    rx, ry, outputs, exact = d["SW_RX"], d["SW_RY"], d["SW_OUT"], d["SW_EXACT"]
+    lanes, planes = plan.lanes, plan.planes_per_block
+    wx, hx, wy, hy = width + 2 * pad, height + 2 * pad, width + 2 * e, height + 2 * e
+    plane_x, plane_y, entry = hx * wx, hy * wy, 4 + 2 * groups
+    table = entry_table(spec, height, width)
+    entries = table.shape[1]
+    threads = lanes * planes
+    tid, valid = banks.warps_of(threads)
+    lane, slot = tid % lanes, tid // lanes
+    # Word offsets of the dynamic shared memory's parts (float32 and int32 are both 4 bytes).
+    xs0, ys0 = 0, planes * plane_x
+    oi0 = ys0 + planes * plane_y
+    tab0 = oi0 + planes * height * width
+    per_channel = plan.grid / channels  # blocks replayed with each channel's table
+
+    def at(words, active):
+        return np.where(active, 4 * words, -1).reshape(-1, 32)
+
+    sites = []
+    for name, start, total in (("stage x", xs0, planes * plane_x), ("zero identity sums", oi0, planes * height * width),
+                               ("stage table", tab0, planes * entries * entry)):  # fmt: skip
+        t, active = banks.strided(tid, valid, total, threads)
+        sites.append(banks.site(name, "st", at(start + t, active), plan.grid))
+    my_table = tab0 + slot * entries * entry
+    sites.append(banks.site("table: kernel j", "ld", at(my_table + 0 * tid, valid), plan.grid * entries))
+
+    # Conv: lane -> tile (gy0, gx); every staged entry runs the same tiles.
+    staged = int((table[:, :, 0] >= 0).sum())
+    gcols, grows = wy // rx, hy // ry
+    conv_rows = lanes // gcols
+    gx, gy0 = lane % gcols, lane // gcols
+    load_width, store_width = conv_width
+    for it in range(-(-grows // conv_rows)):
+        gy = gy0 + it * conv_rows
+        active = valid & (gy0 < conv_rows) & (gy < grows)
+        base = xs0 + slot * plane_x + gy * ry * wx + gx * rx
+        for row in range(ry + k - 1):
+            for col in range(0, rx + k - 1, load_width // 4):
+                sites.append(banks.site("conv: x", "ld", at(base + row * wx + col, active), per_channel * staged, load_width))
+        out = ys0 + slot * plane_y + gy * ry * wy + gx * rx
+        for dy in range(ry):
+            for dx in range(0, rx, store_width // 4):
+                sites.append(banks.site("conv: y", "st", at(out + dy * wy + dx, active), per_channel * staged, store_width))
+
+    # Gather: lane -> column ox, rows oy0 + n * step.
+    step = lanes // width
+    ox, oy0 = lane % width, lane // width
+    gathers = valid & (lane < step * width)
+    rows_ok = [gathers & (bool(exact) or (n + 1) * step <= height or (oy0 + n * step < height)) for n in range(outputs)]
+    ys_mine = ys0 + slot * plane_y
+    live = table[:, :, 0] >= 0
+    counts = {name: int(table[:, :, col][live].sum()) for name, col in (("h", 1), ("v", 2), ("i", 3))}
+    sites.append(banks.site("table: counts", "ld", at(my_table + 1 + 0 * tid, gathers), per_channel * staged * 3))
+    sites.append(banks.site("table: shifts", "ld", at(my_table + 4 + 0 * tid, gathers), per_channel * (counts["h"] + counts["v"])))
+    for branch, column, count in (("h", 1, 4), ("v", 2, 4 + groups)):
+        shifts: dict[int, int] = {}
+        for c, r in zip(*np.nonzero(live)):
+            for g in range(int(table[c, r, column])):
+                shift = int(table[c, r, count + g])
+                shifts[shift] = shifts.get(shift, 0) + 1
+        for shift, times in shifts.items():
+            for n in range(outputs):
+                if branch == "h":
+                    q = ox - shift
+                    words, active = ys_mine + (oy0 + e) * wy + q + n * step * wy, rows_ok[n] & (q >= 0) & (q < wy)
+                else:
+                    a = oy0 - shift + n * step
+                    words, active = ys_mine + a * wy + ox + e, rows_ok[n] & (a >= 0) & (a < hy)
+                sites.append(banks.site(f"gather {branch}: y", "ld", at(words, active), per_channel * times))
+    own, centre = oi0 + slot * height * width + oy0 * width + ox, ys_mine + (oy0 + e) * wy + ox + e
+    for n in range(outputs):
+        picks = per_channel * counts["i"]
+        sites.append(banks.site("gather i: y", "ld", at(centre + n * step * wy, rows_ok[n]), picks))
+        sites.append(banks.site("gather i: sums", "ld", at(own + n * step * width, rows_ok[n]), picks))
+        sites.append(banks.site("gather i: sums", "st", at(own + n * step * width, rows_ok[n]), picks))
+        sites.append(banks.site("write: identity sums", "ld", at(own + n * step * width, rows_ok[n]), plan.grid))
+    return banks.merge(sites)
+
+
 def traffic(spec: ShiftwiseSpec, shape, itemsize: int) -> int:
     """Compulsory bytes with this kernel's own table in place of the official ones: x read once
     (each block stages its planes), the three outputs written once; the weights and the table
@@ -178,10 +269,15 @@ def kernel_figures(arch: str) -> list:
     for case, spec, shape in cudac.report_stages():
         plan = launch_plan(spec, shape, 4, cudac.ARCH_LIMITS[arch].shared_per_block_optin)
         compiled = cudac.compile_cuda(cudac.CudaSource.read(cudac.specialise(KERNEL_SOURCE, plan.defines)), arch)
+        sass = cudac.kernel_sass(compiled.cubin)["sw_onepass_f32"]
+        hot = sass.hot_loop  # the conv: its loads and stores may be paired (LDS.64)
+        widths = (sass.access_widths(hot, "LDS"), sass.access_widths(hot, "STS")) if hot else (4, 4)
         fma, adds = executed_flops(spec, shape)
-        launch = cudac.Launch(case, plan.grid, plan.block, plan.shared_bytes, fma, adds)
+        launch = cudac.Launch(case, plan.grid, plan.block, plan.shared_bytes, fma, adds,
+                              shared_sites=tuple(shared_sites(spec, shape, plan, widths)),
+                              barriers_per_block=1 + 2 * plan.entries, dram_bytes=traffic(spec, shape, 4))  # fmt: skip
         build = f"{case.split('-b')[0]}: " + " ".join(f"{k.removeprefix('SW_')}={v}" for k, v in plan.defines.items())
-        figures += [f for f in cudac.figures_of(compiled, {"sw_onepass_f32": [launch]}, build) if f.kernel == "sw_onepass_f32"]
+        figures.append(cudac.with_sass(compiled.figures["sw_onepass_f32"], sass, [launch], build))
     return figures
 
 

@@ -283,6 +283,80 @@ def traffic(spec: ShiftwiseSpec, shape, itemsize: int) -> int:
     return compulsory_bytes(spec, shape, itemsize) + itemsize * (conv_output_elements(spec, shape) + y_reads)
 
 
+def shared_sites(spec: ShiftwiseSpec, shape) -> dict[str, list]:
+    """Every shared-memory access of both kernels over one launch, by kernel, their index
+    expressions replayed for the 32 lanes of each warp (``harness.cudac.banks``); lanes of a
+    warp in lockstep, a lane whose guard fails inactive; channels alike replayed once, weighted."""
+    from collections import Counter
+
+    import numpy as np
+
+    from harness.cudac import banks
+
+    batch, channels, height, width = shape
+    e = spec.extra_pad
+    hy, wy = height + 2 * e, width + 2 * e
+    plan, tables = launch_plan(spec, shape, 4), move_tables(spec, height, width)
+
+    def at(words, active):
+        return np.where(active, 4 * words, -1).reshape(-1, 32)
+
+    out = {}
+    for name, staged_table, move_table, extent in (("rows_kernel", tables.rows, tables.row_moves, None),
+                                                   ("columns_kernel", tables.columns, tables.column_moves, plan["tile"])):  # fmt: skip
+        grid, threads, _ = plan[name.removesuffix("_kernel")]
+        tid, valid = banks.warps_of(threads)
+        n_moves = move_table.shape[1]
+        base = 2 * n_moves  # (2 * n_moves + 1) // 2 * 2 int32 words, as the kernel computes it
+        t, active = banks.strided(tid, valid, 2 * n_moves, threads)
+        sites = [banks.site("stage moves", "st", at(t, active), grid)]
+        staged = Counter(int((staged_table[c] >= 0).sum()) for c in range(channels))
+        moves = Counter((int(m), int(s)) for c in range(channels) for m, s in move_table[c] if m >= 0)
+        spans = [width] if extent is None else [min(extent, width - x0) for x0 in range(0, width, extent)]
+        for span in sorted(set(spans)):
+            blocks = batch * (height if extent is None else spans.count(span))  # per channel
+            line = wy if extent is None else hy * span
+            t, active = banks.strided(tid, valid, line, threads)
+            for r in range(max(staged)):
+                having = sum(times for count, times in staged.items() if count > r)
+                if extent is None:
+                    words = base + r * wy + t
+                else:
+                    a = t // span
+                    words = base + (r * hy + a) * extent + (t - a * span)
+                sites.append(banks.site("stage y", "st", at(words, active), blocks * having))
+            t, active = banks.strided(tid, valid, width if extent is None else height * span, threads)
+            sites.append(banks.site("gather: moves", "ld", at(0 * t, active), blocks * 2 * sum(moves.values())))
+            for (m, shift), times in moves.items():
+                if extent is None:
+                    q = t - shift
+                    words, ok = base + m * wy + q, (q >= 0) & (q < wy)
+                else:
+                    i = t // span
+                    a = i - shift
+                    words, ok = base + (m * hy + a) * extent + (t - i * span), (a >= 0) & (a < hy)
+                sites.append(banks.site("gather: y", "ld", at(words, active & ok), blocks * times))
+        out[name] = banks.merge(sites)
+    return out
+
+
+def launch_bytes(spec: ShiftwiseSpec, shape, itemsize: int) -> dict[str, tuple[int, tuple]]:
+    """(DRAM bytes with a cold L2, re-reads as (bytes, working set)) of each kernel: the rows
+    kernel reads the staged y rows and the identity picks (from the rows a block just staged,
+    or beside them: re-reads) and writes Oh and Oi; the columns kernel reads the staged y
+    columns (y read again, after the whole of it went by) and writes Ov. The rest of
+    ``traffic`` (x, the weights, y written) is the small conv's, in PyTorch."""
+    batch, channels, height, width = shape
+    e = spec.extra_pad
+    tables = move_tables(spec, height, width)
+    plane = itemsize * batch * channels * height * width
+    rows = itemsize * batch * tables.staged_rows * height * (width + 2 * e)
+    identity = itemsize * batch * int((tables.identity >= 0).sum()) * height * width
+    columns = itemsize * batch * tables.staged_columns * (height + 2 * e) * width
+    y = itemsize * conv_output_elements(spec, shape)
+    return {"rows_kernel": (rows + identity + 2 * plane, ((identity, 0),)), "columns_kernel": (columns + plane, ((columns, y),))}
+
+
 def kernel_figures(arch: str):
     """ptxas and SASS figures of both kernels (float32), with their launches on each SW-tiny
     stage: PTX from ``numba.cuda.compile_ptx`` (NVVM from the nvidia-nvvm wheel), assembled by
@@ -308,9 +382,12 @@ def kernel_figures(arch: str):
     for case, spec, shape in cudac.report_stages():
         plan = launch_plan(spec, shape, 4)
         horizontal, vertical, identity = cudac.branch_moves(spec, shape[2], shape[3])
+        sites = shared_sites(spec, shape)
         for name, adds in (("rows_kernel", horizontal + identity), ("columns_kernel", vertical)):
             grid, threads, shared = plan[name.removesuffix("_kernel")]
-            launches[name].append(cudac.Launch(case, grid, (threads,), shared, 0, shape[0] * adds))
+            dram, reuse = launch_bytes(spec, shape, 4)[name]
+            launches[name].append(cudac.Launch(case, grid, (threads,), shared, 0, shape[0] * adds, shared_sites=tuple(sites[name]),
+                                               barriers_per_block=1, dram_bytes=dram, reuse=reuse))  # fmt: skip
     figures = []
     for name, kernel in (("rows_kernel", rows_kernel), ("columns_kernel", columns_kernel)):
         ptx, _ = cuda.compile_ptx(kernel.py_func, signatures[name], cc=cc)

@@ -13,7 +13,7 @@ import functools
 from dataclasses import dataclass, field
 
 from harness.cudac.nvrtc import PtxasFigures
-from harness.cudac.sass import CLASSES, KernelSass, Mix, kernel_sass
+from harness.cudac.sass import CLASSES, PIPES, KernelSass, Mix, kernel_sass, pipe_counts
 
 #: The stages every GPU figure is given for: SW-tiny's four layers at batch 64 (cases/sw_tiny.toml).
 STAGE_SUITE, STAGE_BATCH = "sw_tiny", 64
@@ -31,6 +31,17 @@ class Launch:
     #: bytes of the implementation's traffic model that this launch moves in L2 only (atomics'
     #: read-modify-writes): left out of the DRAM bound
     l2_bytes: int = 0
+    #: for the faithful estimate (``harness.cudac.faithful``): every shared-memory access site
+    #: of the launch replayed from the kernel's index expressions (``harness.cudac.banks``)
+    shared_sites: tuple = ()
+    #: barriers (``__syncthreads``) each block executes
+    barriers_per_block: int = 0
+    #: DRAM bytes this launch moves with a cold L2, as the implementation counts them (None:
+    #: not declared; the implementation's traffic model then stands for all its launches)
+    dram_bytes: int | None = None
+    #: of ``dram_bytes``: (bytes, working set) of re-reads of data touched ``working set`` bytes
+    #: earlier, which the L2 serves when that working set fits in it (0: just before, by a neighbour)
+    reuse: tuple[tuple[int, int], ...] = ()
 
     @property
     def threads(self) -> int:
@@ -63,6 +74,15 @@ class KernelFigures(PtxasFigures):
     #: instructions outside every loop, counted once per warp launched
     outside_loops: int = 0
     launches: tuple[Launch, ...] = ()
+    #: for the faithful estimate: warp instructions per pipe (``sass.PIPES``) per FFMA, per
+    #: FADD/RED, and per shared store of the loops that only stage (the mean over the loops
+    #: doing that work, not the cheapest); the hot loop's length; the most global loads one
+    #: innermost loop issues (loads a warp has in flight)
+    pipes_per_fma: dict = field(default_factory=dict)
+    pipes_per_add: dict = field(default_factory=dict)
+    pipes_per_store: dict = field(default_factory=dict)
+    hot_loop_length: int = 0
+    loads_in_flight: int = 1
 
 
 @functools.lru_cache(maxsize=1)
@@ -90,8 +110,26 @@ def _ratios(sass: KernelSass, work: tuple[str, ...], exclude: tuple[str, ...] = 
     return min(p[0] for p in per), min(p[1] for p in per)
 
 
+def _pipes(sass: KernelSass, work: tuple[str, ...], exclude: tuple[str, ...] = ()) -> dict:
+    """Warp instructions per pipe per ``work`` instruction: the mean over the innermost loops
+    doing that work (and none of ``exclude``); the whole kernel's when no loop does."""
+    loops = [sass.instructions[a : b + 1] for a, b in sass.loops]
+    chosen = [code for code in loops if sum(Mix.of(code)[k] for k in work) and not sum(Mix.of(code)[k] for k in exclude)]
+    if not chosen:
+        chosen = [sass.instructions] if sum(sass.mix[k] for k in work) else []
+    if not chosen:
+        return {}
+    per = []
+    for code in chosen:
+        mix, done = Mix.of(code), sum(Mix.of(code)[k] for k in work)
+        counts = pipe_counts(code) | {"global": sum(mix[k] for k in ("LDG", "STG", "RED", "LOCAL"))}
+        per.append({pipe: n / done for pipe, n in counts.items()})
+    return {pipe: sum(p[pipe] for p in per) / len(per) for pipe in (*PIPES, "global")}
+
+
 def with_sass(figures: PtxasFigures, sass: KernelSass, launches=(), build: str = "") -> KernelFigures:
     hot = sass.hot_loop
+    loads = [Mix.of(sass.instructions[a : b + 1])["LDG"] for a, b in sass.loops]
     return KernelFigures(
         **vars(figures),
         build=build,
@@ -101,6 +139,11 @@ def with_sass(figures: PtxasFigures, sass: KernelSass, launches=(), build: str =
         per_add=_ratios(sass, ("FADD", "RED"), exclude=("FFMA",)),
         outside_loops=sass.outside_loops,
         launches=tuple(launches),
+        pipes_per_fma=_pipes(sass, ("FFMA",)),
+        pipes_per_add=_pipes(sass, ("FADD", "RED"), exclude=("FFMA",)),
+        pipes_per_store=_pipes(sass, ("STS",), exclude=("FFMA", "FADD", "RED")),
+        hot_loop_length=hot[1] - hot[0] + 1 if hot else 0,
+        loads_in_flight=max([n for n in loads if n] or [1]),
     )
 
 

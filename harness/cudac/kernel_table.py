@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from harness.cudac import faithful
 from harness.cudac.estimate import DERIVATION, GPUS, lower_bound
 from harness.cudac.nvrtc import ARCHITECTURES
 from harness.cudac.occupancy import occupancy
@@ -32,6 +33,7 @@ LAUNCH_COLUMNS = [
     "build", "case", "block", "grid", "dynamic_shared_bytes", "blocks_per_sm", "occupancy", "occupancy_limiter",
     *(f"sass_{c}" for c in CLASSES), "sass_total", *(f"loop_{c}" for c in CLASSES), "loop_total",
     "outside_loops", "flops", "warp_instructions", "shared_accesses", "traffic_bytes", "l2_bytes", "compulsory_bytes", "useful_flops", "outside_flops",
+    *faithful.COLUMNS,
 ]  # fmt: skip
 
 
@@ -67,6 +69,8 @@ def _rows(impl, figures) -> list[dict]:
             "warp_instructions": fma_warps * per_fma[0] + add_warps * per_add[0] + launch.warps * figures.outside_loops,
             "shared_accesses": fma_warps * per_fma[1] + add_warps * per_add[1],
         }  # fmt: skip
+        if hasattr(figures, "pipes_per_fma"):
+            row |= faithful.launch_columns(figures, launch)
         stage = _stage(launch.case)
         if stage is not None and impl.traffic is not None:
             spec, shape = stage
@@ -164,4 +168,5 @@ def kernel_table_markdown(frame: pd.DataFrame) -> str:
         ]
         parts += ["## Lower-bound time ESTIMATES on SW-tiny's stages (batch 64, float32)", DERIVATION,
                   _fmt(estimate_table(frame))]  # fmt: skip
+        parts += faithful.markdown_sections(frame)
     return "\n\n".join(parts)

@@ -31,6 +31,12 @@ _CLASS_OF = {
 }  # fmt: skip
 _INT = re.compile(r"^U?(I\w*|LOP3?|SHF|SHL|SHR|LEA|SEL|MOV|PRMT|S2R|S2UR|CS2R|LDC|ULDC|R2UR|P2R|R2P|PLOP3|VOTEU?|FLO|POPC|BREV|ISETP|ISCADD|SGXT|BMSK|MOV32I|IMNMX|VIADD|VIMNMX)(\.|$)")
 _FLOAT_WORK = ("FFMA", "FADD", "FMUL", "FP64", "RED")
+#: The pipes an instruction issues to, as Nsight Compute names them (sm_80, sm_90): "fma"
+#: (FP32 FFMA/FADD/FMUL), "imad" (IMAD/IMUL: the fma pipe's heavy half, at the integer rate),
+#: "alu" (the other integer, logic, compare, move and conversion work), "uniform" (the U* datapath), "lsu"
+#: (shared, global, local memory and atomics), "other" (branches, barriers, FP64, the rest).
+PIPES = ("fma", "imad", "alu", "uniform", "lsu", "other")
+_LSU = ("LDS", "STS", "LDG", "STG", "LOCAL", "RED")
 
 _LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)((?:\.[A-Z0-9_]+)*)([^;]*);")
 _LABEL = re.compile(r"^\s*(\.L_x_\d+):")
@@ -59,6 +65,25 @@ class Instruction:
         if self.opcode in _CLASS_OF:
             return _CLASS_OF[self.opcode]
         return "INT" if _INT.match(self.opcode) else "OTHER"
+
+
+def pipe_of(instruction: Instruction) -> str:
+    kind = instruction.kind
+    if kind in ("FFMA", "FADD", "FMUL"):
+        return "fma"
+    if kind in _LSU:
+        return "lsu"
+    if kind == "INT":
+        if instruction.opcode.startswith("U"):
+            return "uniform"
+        return "imad" if instruction.opcode.startswith(("IMAD", "IMUL")) else "alu"
+    return "other"
+
+
+def pipe_counts(instructions) -> dict:
+    """Instructions by pipe (``PIPES``)."""
+    found = Counter(pipe_of(i) for i in instructions)
+    return {pipe: found.get(pipe, 0) for pipe in PIPES}
 
 
 @dataclass(frozen=True)
@@ -135,6 +160,11 @@ class KernelSass:
 
     def loop_mix(self, loop: tuple[int, int]) -> Mix:
         return Mix.of(self.instructions[loop[0] : loop[1] + 1])
+
+    def access_widths(self, loop: tuple[int, int], kind: str) -> int:
+        """Bytes per lane of the most common ``kind`` (LDS, STS) access in ``loop`` (4 without one)."""
+        widths = Counter(4 * i.shared_wavefronts for i in self.instructions[loop[0] : loop[1] + 1] if i.kind == kind)
+        return widths.most_common(1)[0][0] if widths else 4
 
     @property
     def hot_loop(self) -> tuple[int, int] | None:

@@ -374,45 +374,72 @@ def phase_sanitizers(rec: Recorder, dry_run: bool) -> None:
     rec.finish(FAILED if bad else PASSED, ("clean: " + ", ".join(SANITIZER_TOOLS)) if not bad else "reports or failures: " + "; ".join(bad))
 
 
+#: The stage ncu profiles, and the machine whose faithful estimates are set beside it.
+COUNTERS_STAGE, COUNTERS_MACHINE = "tiny-s3-b64", "H200"
+
+
 def ncu_command(output: Path) -> list[str]:
     return ["ncu", "--clock-control", "none", "--target-processes", "all", "--metrics", ",".join(NCU_METRICS),
             "--section", "WarpStateStats", "--csv", "--page", "raw", "--log-file", str(output),
-            *_driver_command("cuda", stage="tiny-s3-b64")]  # fmt: skip
+            *_driver_command("cuda", stage=COUNTERS_STAGE)]  # fmt: skip
 
 
-def _static_estimates() -> list[dict]:
-    """The kernels table's rows at the counters' stage (tiny-s3-b64): what ncu is set beside."""
-    from harness.cudac.kernel_table import kernel_table
+def estimate_command(output: Path) -> list[str]:
+    """The faithful counter estimates at the counters' stage (NVRTC and nvdisasm, no GPU): run beside ncu."""
+    return [sys.executable, "-m", "harness.cudac.faithful", "--case", COUNTERS_STAGE, "--machine", COUNTERS_MACHINE, "--output", str(output)]
 
-    frame, _ = kernel_table([impl for impl in gpu_implementations() if impl.kernel_figures])
-    frame = frame[(frame["case"] == "tiny-s3-b64") & (frame["arch"] == "sm_90")] if "case" in frame else frame
-    return frame.to_dict("records")
+
+def write_comparison(rec: Recorder, ncu_text: str, estimates: list[dict]) -> list[dict]:
+    """ncu's numbers beside the estimates, metric by metric, into the record and ``OUTPUT/counters.md``."""
+    from harness.gpuday import counters
+
+    rows = counters.compare(counters.parse_ncu(ncu_text), estimates)
+    rec.add("comparison", rows)
+    output = getattr(rec, "output", None)
+    if output is not None:
+        write_text_atomically(Path(output) / "counters.md", f"# Counters at {COUNTERS_STAGE}: measured (ncu) / estimated\n\n" + counters.markdown(rows))
+    return rows
 
 
 def phase_counters(rec: Recorder, dry_run: bool) -> None:
     with tempfile.TemporaryDirectory() as scratch:
-        csv_path = Path(scratch) / "ncu.csv"
-        command = ncu_command(csv_path)
+        csv_path, estimates_path = Path(scratch) / "ncu.csv", Path(scratch) / "estimates.json"
+        command, estimating = ncu_command(csv_path), estimate_command(estimates_path)
         if dry_run:
             rec.add("command", shlex.join(command))
+            rec.add("estimate_command", shlex.join(estimating))
             print("would run:", shlex.join(command), flush=True)
+            print("and beside it:", shlex.join(estimating), flush=True)
             first = gpu_implementations()[:1]  # the sanitizers' dry run already ran every one
             driver = _run(_driver_command("cpu", impls=[impl.name for impl in first]), rec.left() - 2)
             rec.add("driver", driver)
             rec.finish(PASSED if driver["returncode"] == 0 else FAILED,
-                       f"dry run: the ncu command line recorded (not run); its kernel driver on the CPU: rc {driver['returncode']}")  # fmt: skip
+                       f"dry run: the ncu and estimate command lines recorded (not run); its kernel driver on the CPU: rc {driver['returncode']}")  # fmt: skip
             return
         if shutil.which("ncu") is None:
             rec.finish(FAILED, "ncu is not on PATH")
             return
+        # The estimates need no GPU: they are computed while ncu runs.
+        beside = subprocess.Popen(estimating, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         run = _run(command, rec.left() - 8)
         rec.add("run", run)
-        measured = _parse_ncu_csv(csv_path.read_text(errors="replace")) if csv_path.exists() else []
+        text = csv_path.read_text(errors="replace") if csv_path.exists() else ""
+        if text and getattr(rec, "output", None) is not None:  # kept: the comparison can be redone off the GPU
+            write_text_atomically(Path(rec.output) / "ncu.csv", text)
+        measured = _parse_ncu_csv(text)
         rec.add("measured", measured)
-    rec.add("estimated", _attempt(_static_estimates))
+        try:
+            log, _ = beside.communicate(timeout=max(1.0, rec.left() - 3))
+        except subprocess.TimeoutExpired:
+            beside.kill()
+            log, _ = beside.communicate()
+        estimates = json.loads(estimates_path.read_text())["estimates"] if estimates_path.exists() else []
+        rec.add("estimated", estimates or f"the estimates did not finish (rc {beside.returncode}): {log[-1500:]}")
+        compared = _attempt(lambda: write_comparison(rec, text, estimates))
     kernels = sorted({row.get("Kernel Name", "?") for row in measured})
     rec.finish(PASSED if measured and run["returncode"] == 0 else FAILED,
-               f"ncu at tiny-s3-b64: {len(kernels)} kernels measured (rc {run['returncode']}); the static estimates beside them")  # fmt: skip
+               f"ncu at {COUNTERS_STAGE}: {len(kernels)} kernels measured (rc {run['returncode']}); "
+               f"{len(compared) if isinstance(compared, list) else 0} metric rows measured / estimated in counters.md")  # fmt: skip
 
 
 def _parse_ncu_csv(text: str) -> list[dict]:
