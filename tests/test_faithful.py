@@ -185,3 +185,34 @@ def test_comparison_on_a_canned_ncu_csv(tmp_path):
     written = (tmp_path / "counters.md").read_text()
     assert "measured / estimated" in written and "sw_onepass_f32" in written
     assert json.loads((tmp_path / "counters.json").read_text())["results"]["comparison"] == json.loads(json.dumps(rows))
+
+
+def test_the_counters_phase_writes_the_comparison_without_a_gpu(tmp_path, monkeypatch):
+    """phase_counters' GPU path with ncu and the estimate run stood in: ncu's CSV is kept, the
+    estimates made beside it are read, and counters.md sets one beside the other."""
+    import sys
+
+    from harness.gpuday import phases
+
+    estimate = {"case": COUNTERS_STAGE, "machine": "H200", "errors": {}, "estimates": [
+        {"implementation": "cupy_onepass", "kernel": "sw_onepass_f32", "case": COUNTERS_STAGE, "machine": "H200", "dram__bytes.sum": 26e6}]}  # fmt: skip
+
+    def fake_run(command, timeout, env=None):
+        log = command[command.index("--log-file") + 1]
+        with open(log, "w") as file:
+            file.write(CANNED)
+        return {"command": " ".join(command), "returncode": 0, "seconds": 0.0, "output_tail": ""}
+
+    def fake_estimates(output):
+        return [sys.executable, "-c", f"import pathlib; pathlib.Path({str(output)!r}).write_text({json.dumps(estimate)!r})"]
+
+    monkeypatch.setattr(phases.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(phases, "_run", fake_run)
+    monkeypatch.setattr(phases, "estimate_command", fake_estimates)
+    rec = Recorder(tmp_path / "counters.json", 60)
+    rec.output = tmp_path
+    phases.phase_counters(rec, dry_run=False)
+    assert rec.record["status"] == "passed", rec.record["summary"]
+    (row,) = [r for r in rec.record["results"]["comparison"] if r["metric"] == "dram__bytes.sum"]
+    assert row["measured / estimated"] == pytest.approx(2.0)
+    assert (tmp_path / "ncu.csv").read_text() == CANNED and "sw_onepass_f32" in (tmp_path / "counters.md").read_text()

@@ -239,7 +239,7 @@ def faithful_table(frame: pd.DataFrame, machines=MACHINES) -> pd.DataFrame:
         slowest = max(done, key=lambda d: d[1].seconds)[1] if done else None
         if (name, case) in lower.index and f"{machine.name} estimate (us)" in lower.columns:
             row[f"{machine.name} lower bound (us)"] = lower.loc[(name, case), f"{machine.name} estimate (us)"]
-        useful = first["useful_flops"] if pd.notna(first["useful_flops"]) else float("nan")
+        useful = done[0][0]["useful_flops"] if done and pd.notna(done[0][0]["useful_flops"]) else float("nan")
         row |= {f"{machine.name} DRAM MB": (sum(e.dram_bytes for _, e in done if not math.isnan(e.dram_bytes)) + rest) / 1e6,
                 f"{machine.name} faithful (us)": total * 1e6,
                 f"{machine.name} % FP32 peak": 100 * useful / (total * machine.fp32_tflops * 1e12) if total else float("nan"),

@@ -433,8 +433,11 @@ def phase_counters(rec: Recorder, dry_run: bool) -> None:
         except subprocess.TimeoutExpired:
             beside.kill()
             log, _ = beside.communicate()
-        estimates = json.loads(estimates_path.read_text())["estimates"] if estimates_path.exists() else []
-        rec.add("estimated", estimates or f"the estimates did not finish (rc {beside.returncode}): {log[-1500:]}")
+        made = json.loads(estimates_path.read_text()) if estimates_path.exists() else {}
+        estimates = made.get("estimates", [])
+        rec.add("estimated", estimates or f"no estimates (rc {beside.returncode}): {log[-1500:]}")
+        if made.get("errors"):  # e.g. no nvdisasm there: redo it here with python -m harness.gpuday.counters ncu.csv
+            rec.add("estimate_errors", made["errors"])
         compared = _attempt(lambda: write_comparison(rec, text, estimates))
     kernels = sorted({row.get("Kernel Name", "?") for row in measured})
     rec.finish(PASSED if measured and run["returncode"] == 0 else FAILED,
