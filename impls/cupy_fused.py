@@ -152,7 +152,7 @@ def shared_sites(spec: ShiftwiseSpec, shape) -> dict[str, list]:
     replay alike, so each is replayed once and weighted."""
     from collections import Counter
 
-    from harness.cudac import banks
+    banks = cudac.banks
 
     batch, channels, height, width = shape
     k, e, p = spec.small_kernel, spec.extra_pad, spec.small_kernel - 1

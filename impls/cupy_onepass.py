@@ -164,7 +164,7 @@ def shared_sites(spec: ShiftwiseSpec, shape, plan: Plan, conv_width: tuple[int, 
     block is replayed with the table of one channel for all its planes, and the grid's blocks
     spread evenly over the channels; lanes of a warp run in lockstep (a lane whose guard fails
     is inactive)."""
-    from harness.cudac import banks
+    banks = cudac.banks
 
     batch, channels, height, width = shape
     k, e, pad, groups = spec.small_kernel, spec.extra_pad, spec.small_kernel - 1, spec.groups

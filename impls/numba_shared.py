@@ -291,7 +291,7 @@ def shared_sites(spec: ShiftwiseSpec, shape) -> dict[str, list]:
 
     import numpy as np
 
-    from harness.cudac import banks
+    banks = cudac.banks
 
     batch, channels, height, width = shape
     e = spec.extra_pad

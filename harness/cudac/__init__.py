@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from harness.cudac import banks
 from harness.cudac.errors import HostEmulationError
 from harness.cudac.host import HostModule, host_compiler, unsupported_features
 from harness.cudac.sanitizer_runtime import SanitizerError
@@ -32,6 +33,7 @@ from harness.cudac.sass import kernel_sass
 __all__ = [
     "ARCHITECTURES",
     "ARCH_LIMITS",
+    "banks",
     "KernelFigures",
     "Launch",
     "SHARED_LIMIT",

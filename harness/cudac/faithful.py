@@ -219,14 +219,12 @@ def estimates(frame: pd.DataFrame, machines=MACHINES):
             yield name, case, machine, done, outside, rest
 
 
-def faithful_table(frame: pd.DataFrame, machines=MACHINES) -> pd.DataFrame:
+def faithful_table(frame: pd.DataFrame, lower: pd.DataFrame | None = None, machines=MACHINES) -> pd.DataFrame:
     """Per (implementation, stage): the faithful ESTIMATE on each machine with its binding
     term and the useful FLOPs it reaches as a share of the FP32 peak, beside the lower bound of
     ``harness.cudac.estimate`` where it has one, and the replayed bank-conflict ways (wavefronts
-    per conflict-free wavefront, all sites)."""
-    from harness.cudac.kernel_table import estimate_table
-
-    lower = estimate_table(frame).set_index(["implementation", "case"])
+    per conflict-free wavefront, all sites). ``lower``: ``kernel_table.estimate_table(frame)``."""
+    lower = lower.set_index(["implementation", "case"]) if lower is not None else pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=["implementation", "case"]))
     rows: dict[tuple, dict] = {}
     for name, case, machine, done, outside, rest in estimates(frame, machines):
         row = rows.setdefault((name, case), {"implementation": name, "case": case})
@@ -287,10 +285,11 @@ def counter_estimates(frame: pd.DataFrame, case: str, machine: Machine) -> list[
     return out
 
 
-def markdown_sections(frame: pd.DataFrame) -> list[str]:
-    """The kernels report's faithful sections: the estimates beside the lower bounds, and the
-    per-kernel counter estimates on the H200 (what the GPU day's counters phase compares)."""
-    table = faithful_table(frame)
+def markdown_sections(frame: pd.DataFrame, lower: pd.DataFrame | None = None) -> list[str]:
+    """The kernels report's faithful sections: the estimates beside the lower bounds
+    (``lower``), and the per-kernel counter estimates on the H200 (what the GPU day's counters
+    phase compares)."""
+    table = faithful_table(frame, lower)
     if table.empty:
         return []
     h200 = next(m for m in MACHINES if m.name == "H200")
@@ -340,30 +339,3 @@ def derivation() -> str:
         f"FLOPs at the peak). Machines: {lines}."
     )
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m harness.cudac.faithful --case tiny-s3-b64 --machine H200 --output FILE``:
-    the counter estimates of every GPU implementation's kernels at one stage, as JSON (the
-    counters phase runs it beside ncu: it needs NVRTC and nvdisasm, no GPU)."""
-    import argparse
-    import json
-    from pathlib import Path
-
-    from harness.cudac.kernel_table import kernel_table
-    from harness.registry import implementations
-
-    parser = argparse.ArgumentParser(prog="python -m harness.cudac.faithful", description=main.__doc__)
-    parser.add_argument("--case", required=True)
-    parser.add_argument("--machine", default="H200", choices=[m.name for m in MACHINES])
-    parser.add_argument("--output", type=Path, required=True)
-    args = parser.parse_args(argv)
-    machine = next(m for m in MACHINES if m.name == args.machine)
-    chosen = [impl for impl in implementations().values() if impl.kernel_figures is not None and "cuda" in impl.devices]
-    frame, errors = kernel_table(chosen, archs=[machine.arch])
-    result = {"case": args.case, "machine": machine.name, "estimates": counter_estimates(frame, args.case, machine), "errors": errors}
-    args.output.write_text(json.dumps(result, indent=1) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -13,6 +13,8 @@ import csv
 import math
 import re
 
+#: The stage ncu profiles in the counters phase, and the machine whose estimates are set beside it.
+COUNTERS_STAGE, COUNTERS_MACHINE = "tiny-s3-b64", "H200"
 #: Unit prefixes ncu prints, to base units (bytes, seconds, counts); "%" stays a percentage.
 _SCALE = {"": 1, "byte": 1, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "Tbyte": 1e12, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KByte": 1e3, "MByte": 1e6, "GByte": 1e9,
           "nsecond": 1, "usecond": 1e3, "msecond": 1e6, "second": 1e9, "%": 1, "K": 1e3, "M": 1e6, "G": 1e9}  # fmt: skip
@@ -93,26 +95,42 @@ def markdown(rows: list[dict]) -> str:
     return f"{head}\n\n{table}\n"
 
 
+def _frame(machine):
+    from harness.cudac.kernel_table import kernel_table
+    from harness.registry import implementations
+
+    chosen = [impl for impl in implementations().values() if impl.kernel_figures is not None and "cuda" in impl.devices]
+    return kernel_table(chosen, archs=[machine.arch])
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m harness.gpuday.counters NCU_CSV --output counters.md``: the comparison made
-    again here, off the GPU, from the ncu CSV the counters phase kept (estimates computed here)."""
+    """``python -m harness.gpuday.counters estimate --output FILE.json``: the faithful counter
+    estimates of every GPU implementation's kernels at the counters' stage (NVRTC and
+    nvdisasm, no GPU: the counters phase runs it beside ncu). ``python -m harness.gpuday.counters
+    compare NCU_CSV --output counters.md``: the comparison made again, off the GPU, from the ncu
+    CSV the phase kept (estimates computed here)."""
     import argparse
+    import json
     from pathlib import Path
 
     from harness.cudac.faithful import MACHINES, counter_estimates
-    from harness.cudac.kernel_table import kernel_table
-    from harness.gpuday.phases import COUNTERS_MACHINE, COUNTERS_STAGE, gpu_implementations
-
     parser = argparse.ArgumentParser(prog="python -m harness.gpuday.counters", description=main.__doc__)
-    parser.add_argument("ncu_csv", type=Path)
+    parser.add_argument("action", choices=["estimate", "compare"])
+    parser.add_argument("ncu_csv", type=Path, nargs="?")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--case", default=COUNTERS_STAGE)
     parser.add_argument("--machine", default=COUNTERS_MACHINE, choices=[m.name for m in MACHINES])
     args = parser.parse_args(argv)
     machine = next(m for m in MACHINES if m.name == args.machine)
-    frame, _ = kernel_table([impl for impl in gpu_implementations() if impl.kernel_figures], archs=[machine.arch])
-    rows = compare(parse_ncu(args.ncu_csv.read_text(errors="replace")), counter_estimates(frame, args.case, machine))
-    args.output.write_text(f"# Counters at {args.case}: measured (ncu) / estimated\n\n" + markdown(rows))
+    if args.action == "compare" and args.ncu_csv is None:
+        parser.error("compare needs the ncu CSV")
+    frame, errors = _frame(machine)
+    estimates = counter_estimates(frame, args.case, machine)
+    if args.action == "estimate":
+        args.output.write_text(json.dumps({"case": args.case, "machine": machine.name, "estimates": estimates, "errors": errors}, indent=1) + "\n")
+    else:
+        rows = compare(parse_ncu(args.ncu_csv.read_text(errors="replace")), estimates)
+        args.output.write_text(f"# Counters at {args.case}: measured (ncu) / estimated\n\n" + markdown(rows))
     return 0
 
 

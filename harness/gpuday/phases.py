@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from harness.files import write_text_atomically
+from harness.gpuday.counters import COUNTERS_MACHINE, COUNTERS_STAGE
 from harness.gpuday.day import FAILED, PASSED, SKIPPED, summary_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -374,10 +375,6 @@ def phase_sanitizers(rec: Recorder, dry_run: bool) -> None:
     rec.finish(FAILED if bad else PASSED, ("clean: " + ", ".join(SANITIZER_TOOLS)) if not bad else "reports or failures: " + "; ".join(bad))
 
 
-#: The stage ncu profiles, and the machine whose faithful estimates are set beside it.
-COUNTERS_STAGE, COUNTERS_MACHINE = "tiny-s3-b64", "H200"
-
-
 def ncu_command(output: Path) -> list[str]:
     return ["ncu", "--clock-control", "none", "--target-processes", "all", "--metrics", ",".join(NCU_METRICS),
             "--section", "WarpStateStats", "--csv", "--page", "raw", "--log-file", str(output),
@@ -386,7 +383,8 @@ def ncu_command(output: Path) -> list[str]:
 
 def estimate_command(output: Path) -> list[str]:
     """The faithful counter estimates at the counters' stage (NVRTC and nvdisasm, no GPU): run beside ncu."""
-    return [sys.executable, "-m", "harness.cudac.faithful", "--case", COUNTERS_STAGE, "--machine", COUNTERS_MACHINE, "--output", str(output)]
+    return [sys.executable, "-m", "harness.gpuday.counters", "estimate", "--case", COUNTERS_STAGE, "--machine", COUNTERS_MACHINE,
+            "--output", str(output)]  # fmt: skip
 
 
 def write_comparison(rec: Recorder, ncu_text: str, estimates: list[dict]) -> list[dict]:
@@ -436,7 +434,7 @@ def phase_counters(rec: Recorder, dry_run: bool) -> None:
         made = json.loads(estimates_path.read_text()) if estimates_path.exists() else {}
         estimates = made.get("estimates", [])
         rec.add("estimated", estimates or f"no estimates (rc {beside.returncode}): {log[-1500:]}")
-        if made.get("errors"):  # e.g. no nvdisasm there: redo it here with python -m harness.gpuday.counters ncu.csv
+        if made.get("errors"):  # e.g. no nvdisasm there: redo it here: python -m harness.gpuday.counters compare ncu.csv
             rec.add("estimate_errors", made["errors"])
         compared = _attempt(lambda: write_comparison(rec, text, estimates))
     kernels = sorted({row.get("Kernel Name", "?") for row in measured})
