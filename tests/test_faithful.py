@@ -216,3 +216,14 @@ def test_the_counters_phase_writes_the_comparison_without_a_gpu(tmp_path, monkey
     (row,) = [r for r in rec.record["results"]["comparison"] if r["metric"] == "dram__bytes.sum"]
     assert row["measured / estimated"] == pytest.approx(2.0)
     assert (tmp_path / "ncu.csv").read_text() == CANNED and "sw_onepass_f32" in (tmp_path / "counters.md").read_text()
+
+
+def test_the_onepass_replay_agrees_with_its_sass():
+    """The replayed conv issues the loads and stores per tile that the build's SASS conv loop
+    holds (an independent source: nvdisasm of the NVRTC build), at every stage."""
+    for figures in implementations()["cupy_onepass"].kernel_figures("sm_90"):
+        (launch,) = figures.launches
+        sites = {(s.name, s.op): s for s in launch.shared_sites}
+        loads, stores = sites["conv: x", "ld"], sites["conv: y", "st"]
+        assert loads.requests / stores.requests == pytest.approx(figures.loop_mix["LDS"] / figures.loop_mix["STS"]), figures.build
+        assert loads.width == stores.width == (8 if "MAP=1" in figures.build else 4)
