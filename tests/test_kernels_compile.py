@@ -40,7 +40,7 @@ def test_implementation_kernels_build_without_spills(name, arch):
 
 
 def test_gpu_implementations_declare_their_kernels():
-    assert {"cuda_atomic", "cupy_fused", "cupy_onepass", "numba_shared"} <= set(WITH_KERNELS)
+    assert {"cuda_atomic", "cupy_fused", "cupy_onepass", "numba_shared", "triton_sw"} <= set(WITH_KERNELS)
 
 
 def test_onepass_meets_the_targets_on_paper():
@@ -66,6 +66,22 @@ def test_kernels_table_has_launches_and_estimates_for_every_gpu_implementation()
     estimates = estimate_table(frame)
     assert len(estimates) == 4 * len(WITH_KERNELS)
     assert (estimates[["A100 estimate (us)", "H100 estimate (us)"]] > 0).all().all()
+
+
+def test_a_kernel_launched_at_a_stage_by_two_builds_is_refused():
+    """The estimates add up a stage's launches: two builds of one kernel (autotuning configs)
+    both launched at a stage would count its work twice."""
+    import dataclasses
+
+    impl = implementations()["cuda_atomic"]
+    (scatter,) = [f for f in impl.kernel_figures("sm_80") if f.launches]
+    twice = [dataclasses.replace(scatter, build="a"), dataclasses.replace(scatter, build="b", launches=scatter.launches[:1])]
+    fake = dataclasses.replace(impl, kernel_figures=lambda arch: twice)
+    frame, errors = kernel_table([fake], archs=["sm_80"])
+    assert frame.empty and "launched at tiny-s1-b64 by two builds, 'a' and 'b'" in errors["cuda_atomic"]
+    once = [dataclasses.replace(scatter, build="a", launches=scatter.launches[1:]), twice[1]]
+    frame, errors = kernel_table([dataclasses.replace(impl, kernel_figures=lambda arch: once)], archs=["sm_80"])
+    assert not errors and len(frame) == len(scatter.launches)
 
 
 def test_lower_bound_is_the_largest_of_its_four_bounds():

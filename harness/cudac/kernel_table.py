@@ -84,6 +84,21 @@ def _rows(impl, figures) -> list[dict]:
     return rows
 
 
+def _one_build_per_launch(rows: list[dict]) -> None:
+    """A kernel runs in one build at a stage: the estimates add up a stage's launches, so a
+    kernel with several builds (compile-time configurations, autotuning configs) must give
+    each stage's launch to one of them."""
+    seen: dict[tuple, str] = {}
+    for row in rows:
+        if not row.get("case"):
+            continue
+        key = (row["kernel"], row["arch"], row["case"])
+        if key in seen and seen[key] != row["build"]:
+            raise ValueError(f"kernel {key[0]} ({key[1]}) is launched at {key[2]} by two builds, "
+                             f"{seen[key]!r} and {row['build']!r}: give each stage's launch to the build that runs there")  # fmt: skip
+        seen[key] = row["build"]
+
+
 def kernel_table(implementations: Iterable, archs: Iterable[str] = ARCHITECTURES) -> tuple[pd.DataFrame, dict[str, str]]:
     """One row per (implementation, kernel, architecture, build, SW-tiny stage launch) of every
     implementation that declares ``kernel_figures``, all built here with no GPU (one row with
@@ -94,9 +109,12 @@ def kernel_table(implementations: Iterable, archs: Iterable[str] = ARCHITECTURES
         if impl.kernel_figures is None:
             continue
         try:
-            rows += [row for arch in archs for f in impl.kernel_figures(arch) for row in _rows(impl, f)]
+            found = [row for arch in archs for f in impl.kernel_figures(arch) for row in _rows(impl, f)]
+            _one_build_per_launch(found)
         except Exception as error:  # one implementation's build failure is reported, not fatal
             errors[impl.name] = f"{type(error).__name__}: {error}"
+            continue
+        rows += found
     frame = pd.DataFrame(rows, columns=[*COLUMNS, *LAUNCH_COLUMNS])
     frame["case"] = frame["case"].fillna("")
     frame["build"] = frame["build"].fillna("")
