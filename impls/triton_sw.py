@@ -81,6 +81,9 @@ CONFIGS = ((16, 16, 16, 4), (16, 32, 32, 4), (32, 32, 16, 4), (32, 32, 32, 8), (
 INTERPRETER_CONFIG = (32, 32, 32, 4)
 INTERPRET_ENV = "TRITON_INTERPRET"
 STRIPS_CONSTEXPRS = ("K", "BLOCK_H", "BLOCK_W", "BLOCK_K")
+#: Marks, in the kernels report's build column, the config a stage's launch is given to (the
+#: fewest issued instructions by the static count; the autotuner picks on a GPU).
+STATIC_PICK = " [static pick]"
 #: Multiply-adds contracted to FMA (Triton's default until 3.10; explicit, so every version
 #: builds the same code): within the error bound, which allows any rounding order.
 FP_FUSION = True
@@ -431,7 +434,7 @@ def kernel_figures(arch: str) -> list:
         block_h, block_w, block_k, warps = config
         build = f"BLOCK_H={block_h} BLOCK_W={block_w} BLOCK_K={block_k} num_warps={warps}"
         if launches[config]:
-            build += " (launched where it issues fewest instructions: the autotuner picks on a GPU)"
+            build += STATIC_PICK
         figures.append(cudac.with_sass(ptxas, sass, launches[config], build))
     signature = {**_signature(merge_names, "*fp32"), "table_ptr": "*i32"}
     by_taps: dict[int, list] = {}

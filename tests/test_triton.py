@@ -122,6 +122,7 @@ def test_kernel_figures_launch_each_stage_once_per_kernel():
         launched = sorted(launch.case for f in figures if f.kernel == kernel for launch in f.launches)
         assert launched == stages, kernel
     assert all(f.build for f in figures)
-    assert {f.build.split(" (")[0] for f in figures if f.kernel == "sw_strips"} == {
+    assert all(f.build.endswith(MODULE.STATIC_PICK) == bool(f.launches) for f in figures if f.kernel == "sw_strips")
+    assert {f.build.removesuffix(MODULE.STATIC_PICK) for f in figures if f.kernel == "sw_strips"} == {
         f"BLOCK_H={h} BLOCK_W={w} BLOCK_K={k} num_warps={n}" for h, w, k, n in MODULE.CONFIGS
     }
