@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import functools
 import os
-import subprocess
-import tempfile
-from pathlib import Path
 
 import torch
 
@@ -360,17 +357,11 @@ def launch_bytes(spec: ShiftwiseSpec, shape, itemsize: int) -> dict[str, tuple[i
 def kernel_figures(arch: str):
     """ptxas and SASS figures of both kernels (float32), with their launches on each SW-tiny
     stage: PTX from ``numba.cuda.compile_ptx`` (NVVM from the nvidia-nvvm wheel), assembled by
-    ptxas from the nvidia-cuda-nvcc wheel, disassembled by nvdisasm."""
+    ptxas from the nvidia-cuda-nvcc wheel (``cudac.assemble_ptx``), disassembled by nvdisasm."""
     if _simulated():
         raise RuntimeError("kernel figures need real Numba CUDA compilation, not the simulator")
-    from cuda.pathfinder import find_nvidia_binary_utility
     from numba import cuda
 
-    from harness.cudac import parse_ptxas_log
-
-    ptxas = find_nvidia_binary_utility("ptxas")
-    if ptxas is None:
-        raise RuntimeError("ptxas not found; install the nvidia-cuda-nvcc wheel")
     cc = (int(arch[3:-1]), int(arch[-1]))
     rows_kernel, columns_kernel = _kernels("float32")
     index = "int32[:, ::1]"
@@ -391,14 +382,8 @@ def kernel_figures(arch: str):
     figures = []
     for name, kernel in (("rows_kernel", rows_kernel), ("columns_kernel", columns_kernel)):
         ptx, _ = cuda.compile_ptx(kernel.py_func, signatures[name], cc=cc)
-        with tempfile.TemporaryDirectory() as scratch:
-            path, cubin = Path(scratch) / f"{name}.ptx", Path(scratch) / "out.cubin"
-            path.write_text(ptx)
-            done = subprocess.run([ptxas, f"-arch={arch}", "-v", str(path), "-o", str(cubin)], capture_output=True, text=True)
-            if done.returncode != 0:
-                raise RuntimeError(f"ptxas failed on {name} for {arch}:\n{done.stderr}")
-            code = cubin.read_bytes()
-        (entry,) = parse_ptxas_log(done.stdout + done.stderr, arch).values()
+        found, code = cudac.assemble_ptx(ptx, arch)
+        ((_, entry),) = found.items()
         (sass,) = cudac.kernel_sass(code).values()
         ptxas_figures = entry.__class__(**{**vars(entry), "kernel": name})
         figures.append(cudac.with_sass(ptxas_figures, sass, launches[name]))

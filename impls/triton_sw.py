@@ -43,7 +43,8 @@ so nothing needs ``TRITON_INTERPRET=1`` before triton is imported and no process
 set (the interpreter patches ``triton.language`` only for the duration of a launch). On a GPU
 they are ``triton.jit`` functions, autotuned, launched on torch's current stream. The kernels
 report compiles them ahead of time with ``triton.compile(ASTSource, GPUTarget("cuda", 80|90,
-32))`` (no GPU or driver), and reads registers and spills from ``ptxas -v`` on Triton's PTX.
+32))`` (no GPU or driver) and reads registers and spills from Triton's own ptxas, run with
+``-v`` and Triton's options on its PTX (``cudac.assemble_ptx``), whose cubin the SASS mix reads.
 
 What the plug-in interface made hard (and what was changed): running on the CPU needed no new
 interface once the kernels are wrapped as interpreted functions explicitly (``Execution``'s
@@ -62,12 +63,10 @@ column), and ``kernel_table`` now refuses a kernel launched at a stage by two bu
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import os
-import re
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -375,32 +374,28 @@ def _compile(fn, signature: dict, constexprs: dict, arch: str, num_warps: int):
     return triton.compile(source, target=GPUTarget("cuda", int(arch.removeprefix("sm_")), 32), options=options)
 
 
-def _ptxas_figures(ptx: str, name: str, arch: str, kernel: str):
-    """ptxas -v on Triton's PTX (the nvidia-cuda-nvcc wheel's ptxas): registers, spills, stack."""
-    from cuda.pathfinder import find_nvidia_binary_utility
+def _ptxas(arch: str) -> tuple[str, list[str]]:
+    """The ptxas Triton assembles ``arch`` with (its own: one for sm_80, a newer one from sm_90
+    on) and its options (``make_cubin`` in triton/backends/nvidia/compiler.py), so the figures
+    and the SASS are of the cubin Triton builds."""
+    triton = _triton()
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas
 
-    ptxas = find_nvidia_binary_utility("ptxas")
-    if ptxas is None:
-        raise RuntimeError("ptxas not found; install the nvidia-cuda-nvcc wheel")
-    # Triton targets the architecture-specific variant where there is one (sm_90a for sm_90).
-    target = re.search(r"^\s*\.target\s+(sm_\w+)", ptx, re.MULTILINE).group(1)
-    with tempfile.TemporaryDirectory() as scratch:
-        path = Path(scratch) / f"{name}.ptx"
-        path.write_text(ptx)
-        done = subprocess.run([ptxas, f"-arch={target}", "-v", str(path), "-o", str(Path(scratch) / "out.cubin")],
-                              capture_output=True, text=True)  # fmt: skip
-    if done.returncode != 0:
-        raise RuntimeError(f"ptxas failed on {name} for {target}:\n{done.stderr}")
-    (entry,) = cudac.parse_ptxas_log(done.stdout + done.stderr, target).values()
-    return entry.__class__(**{**vars(entry), "kernel": kernel, "arch": arch})
+        path = get_ptxas(int(arch.removeprefix("sm_"))).path
+    except (ImportError, TypeError, AttributeError):  # releases with one ptxas
+        path = str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas")
+    return path, ["-lineinfo", "--regAllocOptLevel=2", *([] if FP_FUSION else ["--fmad=false"])]
 
 
 def _built(fn, signature: dict, constexprs: dict, arch: str, num_warps: int, kernel: str):
     """(compiled kernel, ptxas figures, SASS) of one ahead-of-time build."""
     compiled = _compile(fn, signature, constexprs, arch, num_warps)
-    ptxas = _ptxas_figures(compiled.asm["ptx"], compiled.metadata.name, arch, kernel)
-    (sass,) = cudac.kernel_sass(compiled.asm["cubin"]).values()
-    return compiled, ptxas, sass
+    path, options = _ptxas(arch)
+    figures, cubin = cudac.assemble_ptx(compiled.asm["ptx"], arch, ptxas=path, options=options)
+    ((_, ptxas),) = figures.items()
+    (sass,) = cudac.kernel_sass(cubin).values()
+    return compiled, dataclasses.replace(ptxas, kernel=kernel), sass
 
 
 def kernel_figures(arch: str) -> list:

@@ -126,3 +126,20 @@ def test_kernel_figures_launch_each_stage_once_per_kernel():
     assert {f.build.removesuffix(MODULE.STATIC_PICK) for f in figures if f.kernel == "sw_strips"} == {
         f"BLOCK_H={h} BLOCK_W={w} BLOCK_K={k} num_warps={n}" for h, w, k, n in MODULE.CONFIGS
     }
+
+
+def test_figures_describe_the_cubin_triton_builds():
+    """The ptxas figures and the SASS mix come from assembling Triton's PTX with Triton's ptxas
+    and options: the very code of the cubin triton.compile returns."""
+    from harness.cudac import assemble_ptx, kernel_sass
+
+    names = [n for n in MODULE._sw_strips.__code__.co_varnames[: MODULE._sw_strips.__code__.co_argcount] if n not in MODULE.STRIPS_CONSTEXPRS]
+    compiled = MODULE._compile(MODULE._sw_strips, MODULE._signature(names, "*fp32"), {"K": 3, "BLOCK_H": 16, "BLOCK_W": 16, "BLOCK_K": 16}, "sm_90", 4)
+    path, options = MODULE._ptxas("sm_90")
+    figures, cubin = assemble_ptx(compiled.asm["ptx"], "sm_90", ptxas=path, options=options)
+    ((name, found),) = figures.items()
+    assert name == compiled.metadata.name and found.arch == "sm_90" and found.registers > 0
+    ours, triton_built = (kernel_sass(code)[name] for code in (cubin, compiled.asm["cubin"]))
+    assert [i.text for i in ours.instructions] == [i.text for i in triton_built.instructions]
+    with pytest.raises(ValueError, match="PTX targets sm_90a, not sm_80"):
+        assemble_ptx(compiled.asm["ptx"], "sm_80")

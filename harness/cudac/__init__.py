@@ -28,11 +28,13 @@ from harness.cudac.launch import (
     widest_tile,
 )
 from harness.cudac.occupancy import ARCH as ARCH_LIMITS
+from harness.cudac.ptx import assemble_ptx
 from harness.cudac.sass import kernel_sass
 
 __all__ = [
     "ARCHITECTURES",
     "ARCH_LIMITS",
+    "assemble_ptx",
     "banks",
     "KernelFigures",
     "Launch",
