@@ -18,7 +18,7 @@ import torch
 
 from harness.checking import DTYPES, MODES, CheckCase, CheckResult, runner
 from harness.files import same_file, write_text_atomically
-from harness.registry import discover
+from harness.registry import ENTRY_POINT_GROUP, discover
 
 #: Exit codes, one rule for every command: 0 only if something ran (at least one check, one
 #: kernel, one listed implementation) and nothing failed; 1 a failure (a mismatch, a kernel that
@@ -229,8 +229,8 @@ def _kernels(args: argparse.Namespace, console: Console) -> int:
 
 def _list(args: argparse.Namespace, console: Console) -> int:
     found = discover(args.impls_dir)
-    table = Table(title=f"Implementations in {found.folder}")
-    for column in ("name", "computes", "dtypes", "autograd", "cpu", "cuda", "description"):
+    table = Table(title=f"Implementations in {found.folder} and from installed plug-ins (entry points {ENTRY_POINT_GROUP})")
+    for column in ("name", "from", "computes", "dtypes", "autograd", "cpu", "cuda", "description"):
         table.add_column(column, overflow="fold")
     for name, impl in sorted(found.implementations.items()):
         status = []
@@ -243,8 +243,9 @@ def _list(args: argparse.Namespace, console: Console) -> int:
             )
         dtypes = ", ".join(str(d).removeprefix("torch.") for d in impl.dtypes)
         table.add_row(
-            name, impl.computes.value, dtypes, "yes" if impl.autograd else "no", *status, escape(impl.description)
-        )
+            name, escape(impl.origin), impl.computes.value, dtypes, "yes" if impl.autograd else "no", *status,
+            escape(impl.description),
+        )  # fmt: skip
     console.print(table)
     for file, error in sorted(found.errors.items()):
         console.print(f"[red]load error[/] {file}: {escape(error)}")
@@ -317,7 +318,7 @@ def _check(args: argparse.Namespace, console: Console) -> int:
     if found.errors:
         console.print(
             f"[red]FAILED[/]: every check that ran passed ({ran}, {elapsed}), but {len(found.errors)} file(s) in "
-            f"{escape(str(found.folder))} did not load ({escape(', '.join(found.errors))}); exit {EXIT_FAILED}"
+            f"{escape(str(found.folder))} or plug-in(s) did not load ({escape('; '.join(found.errors))}); exit {EXIT_FAILED}"
         )
         return EXIT_FAILED
     if ran == 0:

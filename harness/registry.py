@@ -1,9 +1,12 @@
-"""Implementations of the SW operator: the record each one declares, and discovery in ``impls/``.
+"""Implementations of the SW operator: the record each one declares, and their discovery.
 
 An implementation is one Python file in ``impls/`` (or one package, ``impls/<name>/__init__.py``,
-for a large one) that defines a module-level ``IMPLEMENTATION = Implementation(...)``. Discovery
-imports every ``*.py`` file and package there (names starting with ``_`` are skipped); a file that
-fails to import, or declares nothing usable, is reported with its error and never stops the others.
+for a large one) that defines a module-level ``IMPLEMENTATION = Implementation(...)``, or a record
+an installed distribution registers under the ``shiftwise_bench.implementations`` entry-point
+group (``ENTRY_POINT_GROUP``). Discovery imports every ``*.py`` file and package there (names
+starting with ``_`` are skipped) and loads every such entry point; one that fails to import, or
+declares nothing usable, is reported with its error and never stops the others; of two that
+declare one name, the one added (or changed) last is the one reported.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ import dataclasses
 import enum
 import functools
 import hashlib
+import importlib.metadata
 import importlib.util
 import os
 import sys
 import traceback
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +34,9 @@ from harness.spec import ShiftwiseSpec
 #: Environment variable that overrides the default ``impls/`` folder.
 IMPLS_ENV = "SW_IMPLS_DIR"
 DEFAULT_IMPLS_DIR = Path(__file__).resolve().parent.parent / "impls"
+#: The entry-point group under which an installed distribution registers implementations:
+#: ``NAME = "module:IMPLEMENTATION"`` (or just ``"module"``, which defines ``IMPLEMENTATION``).
+ENTRY_POINT_GROUP = "shiftwise_bench.implementations"
 
 
 class Computes(enum.Enum):
@@ -74,6 +82,19 @@ AUTOGRAD = "autograd"
 Backward = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
+@dataclass(frozen=True)
+class PluginOrigin:
+    """Where an installed plug-in's record came from: its distribution and entry point."""
+
+    distribution: str
+    version: str
+    #: ``name = value``, as in the distribution's ``entry_points.txt``
+    entry_point: str
+
+    def __str__(self) -> str:
+        return f"{self.distribution} {self.version}, entry point {self.entry_point}"
+
+
 def native(device: torch.device) -> Execution:
     """The default ``execution``: runs natively wherever its ``devices`` allow."""
     return Execution(f"native {device.type}")
@@ -112,7 +133,21 @@ class Implementation:
     #: (autograd through ``fn``), or None (the custom op then uses the reference's backward).
     #: The gradient of a pruned kernel's weights is zero, and a pruned kernel must not be read.
     backward: Backward | str | None = None
+    #: The file (or a package's ``__init__.py``) it was loaded from; set by discovery.
     source: Path | None = field(default=None, compare=False)
+    #: The installed distribution and entry point it came from (None: a file of the folder); set by discovery.
+    plugin: PluginOrigin | None = field(default=None, compare=False)
+
+    @property
+    def origin(self) -> str:
+        """Where it came from, in words: ``impls/name.py``, ``impls/name/``, or the distribution,
+        its version and the entry point."""
+        if self.plugin is not None:
+            return str(self.plugin)
+        if self.source is None:
+            return "not discovered (built in code)"
+        folder = self.source.parent.parent if self.source.name == "__init__.py" else self.source.parent
+        return f"{folder.name}/{_label(self.source)}"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -242,50 +277,118 @@ def impls_dir(path: str | os.PathLike | None = None) -> Path:
     return Path(chosen).resolve()
 
 
-def discover(path: str | os.PathLike | None = None) -> Discovery:
-    """Import every implementation file in the folder; collect records and load errors."""
+def discover(path: str | os.PathLike | None = None, *, plugins: bool = True) -> Discovery:
+    """Import every implementation file in the folder and, with ``plugins``, load every entry
+    point of ``ENTRY_POINT_GROUP`` of the installed distributions; collect records and load errors."""
     folder = impls_dir(path)
     if not folder.is_dir():
         raise FileNotFoundError(f"implementation folder {folder} does not exist (from --impls-dir or ${IMPLS_ENV})")
-    found: dict[str, Implementation] = {}
     errors: dict[str, str] = {}
-    # Oldest first, so that of two files declaring one name the one added last is blamed.
+    loaded: list[tuple[int, str, Implementation]] = []
     for file, version in sorted(_candidates(folder), key=lambda item: (item[1], item[0].name)):
         label = _label(file)
         try:
-            record = _load_record(file, version)
+            loaded.append((version, label, _load_record(file, version)))
         except (Exception, SystemExit) as error:  # a broken file must not stop the others
-            tail = "".join(traceback.format_exception(error)[-3:]).strip()
-            errors[label] = f"{type(error).__name__}: {error}\n{tail}"
+            errors[label] = _described_error(error)
+    for entry_point in _plugin_entry_points() if plugins else ():
+        label = plugin_label(entry_point)
+        try:
+            record = _load_plugin(entry_point)
+        except (Exception, SystemExit) as error:  # a broken plug-in neither
+            errors[label] = _described_error(error)
             continue
+        loaded.append((_version_of(record.source) if record.source else 0, label, record))
+    found: dict[str, Implementation] = {}
+    # Oldest first (stable: ties keep the load order), so that of two declaring one name the
+    # one added or changed last is blamed, whether a file or a plug-in.
+    for _, label, record in sorted(loaded, key=lambda item: item[0]):
         if record.name in found:
-            errors[label] = (
-                f"duplicate implementation name {record.name!r}, already declared in {_label(found[record.name].source)}"
-            )
+            errors[label] = f"duplicate implementation name {record.name!r}, already declared in {_where(found[record.name])}"
             continue
         found[record.name] = record
     _note_discovery(folder, found)
     return Discovery(folder, dict(sorted(found.items())), dict(sorted(errors.items())))
 
 
-#: folder -> (what its last discovery found: (name, source) pairs, generation number)
-_DISCOVERED: dict[Path, tuple[frozenset, int]] = {}
+def _described_error(error: BaseException) -> str:
+    tail = "".join(traceback.format_exception(error)[-3:]).strip()
+    return f"{type(error).__name__}: {error}\n{tail}"
+
+
+def _where(record: Implementation) -> str:
+    """Where a record was declared, as in its load-error label."""
+    return str(record.plugin) if record.plugin is not None else _label(record.source)
+
+
+def _plugin_entry_points() -> list[importlib.metadata.EntryPoint]:
+    """The installed entry points of ``ENTRY_POINT_GROUP``, by distribution and name."""
+    found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    return sorted(found, key=lambda ep: (ep.dist.name if ep.dist else "", ep.name, ep.value))
+
+
+def plugin_label(entry_point: importlib.metadata.EntryPoint) -> str:
+    """An entry point in words, the key of its load error: ``dist version, entry point name = value``."""
+    return str(_plugin_origin(entry_point))
+
+
+def _plugin_origin(entry_point: importlib.metadata.EntryPoint) -> PluginOrigin:
+    dist = entry_point.dist
+    name, version = (dist.name, dist.version) if dist is not None else ("(unknown distribution)", "?")
+    return PluginOrigin(name, version, f"{entry_point.name} = {entry_point.value}")
+
+
+def _load_plugin(entry_point: importlib.metadata.EntryPoint) -> Implementation:
+    """Load one entry point: a record, or a module that defines ``IMPLEMENTATION``. Imported
+    modules stay in ``sys.modules``, so a repeated discovery reuses them."""
+    loaded = entry_point.load()
+    named = f"entry point {entry_point.name} = {entry_point.value}"
+    if isinstance(loaded, types.ModuleType):
+        record = getattr(loaded, "IMPLEMENTATION", None)
+        if not isinstance(record, Implementation):
+            got = type(record).__name__ if record is not None else "nothing"
+            raise TypeError(f"{named}: module {loaded.__name__} must define IMPLEMENTATION = harness.Implementation(...), got {got}")
+    elif isinstance(loaded, Implementation):
+        record = loaded
+    else:
+        raise TypeError(f"{named} must name a harness.Implementation (or a module defining IMPLEMENTATION), got {type(loaded).__name__}")
+    if record.name != entry_point.name:
+        raise ValueError(f"{named} declares the implementation {record.name!r}: name the entry point {record.name!r}")
+    return dataclasses.replace(record, source=_plugin_source(entry_point.module), plugin=_plugin_origin(entry_point))
+
+
+def _plugin_source(module_name: str) -> Path | None:
+    """The file a plug-in was loaded from: its top-level package's ``__init__.py`` (so that
+    everything in the package is its own, as for a package in ``impls/``), else its module."""
+    for name in (module_name.partition(".")[0], module_name):
+        file = getattr(sys.modules.get(name), "__file__", None)
+        if file:
+            return Path(file).resolve()
+    return None
+
+
+#: (folder, sys.path) -> (what its last discovery found: (name, record) pairs, generation number)
+_DISCOVERED: dict[tuple[Path, tuple[str, ...]], tuple[frozenset, int]] = {}
 
 
 def _note_discovery(folder: Path, found: Mapping[str, Implementation]) -> None:
-    # Records are cached per file version, so an unchanged file gives the same (equal) record.
+    # Records are cached per file version (and plug-ins' modules by sys.modules), so an
+    # unchanged file or plug-in gives the same (equal) record.
     found_set = frozenset(found.items())
-    previous = _DISCOVERED.get(folder)
+    key = (folder, tuple(sys.path))
+    previous = _DISCOVERED.get(key)
     if previous is None or previous[0] != found_set:
-        _DISCOVERED[folder] = (found_set, max((g for _, g in _DISCOVERED.values()), default=0) + 1)
+        _DISCOVERED[key] = (found_set, max((g for _, g in _DISCOVERED.values()), default=0) + 1)
 
 
 def generation(path: str | os.PathLike | None = None) -> int:
     """A number that changes whenever a discovery of the folder finds a different set of records
-    (a file added, removed or modified: records are loaded per file version); 0 before the
-    first. Caches of what was derived from the records (``resolve_impl``) key on it."""
+    (a file added, removed or modified: records are loaded per file version; a plug-in installed
+    or removed); 0 before the first discovery of the folder with this ``sys.path`` (where
+    installed distributions, hence plug-ins, are found). Caches of what was derived from the
+    records (``resolve_impl``) key on it. Cheap (no scan): it is read on every layer call."""
     chosen = path if path is not None else os.environ.get(IMPLS_ENV) or DEFAULT_IMPLS_DIR
-    entry = _DISCOVERED.get(_resolved_folder(os.fspath(chosen)))
+    entry = _DISCOVERED.get((_resolved_folder(os.fspath(chosen)), tuple(sys.path)))
     return 0 if entry is None else entry[1]
 
 
@@ -304,10 +407,17 @@ def _candidates(folder: Path) -> list[tuple[Path, int]]:
         if entry.name.startswith(("_", ".")):
             continue
         if entry.is_file() and entry.suffix == ".py":
-            found.append((entry, entry.stat().st_mtime_ns))
+            found.append((entry, _version_of(entry)))
         elif entry.is_dir() and (entry / "__init__.py").is_file():
-            found.append((entry / "__init__.py", max(f.stat().st_mtime_ns for f in entry.rglob("*.py"))))
+            found.append((entry / "__init__.py", _version_of(entry / "__init__.py")))
     return found
+
+
+def _version_of(file: Path) -> int:
+    """A module's version: its modification time; a package's (``__init__.py``): the newest among its files."""
+    if file.name == "__init__.py":
+        return max(f.stat().st_mtime_ns for f in file.parent.rglob("*.py"))
+    return file.stat().st_mtime_ns
 
 
 def _label(file: Path | None) -> str:

@@ -70,7 +70,7 @@ class MismatchError(AssertionError):
 def check(impl: Implementation, check_case: CheckCase, *, gradients: bool = True) -> CheckResult:
     """Run ``impl`` on ``check_case`` and compare with the reference; never raises for the
     implementation's own errors (they are recorded as failures)."""
-    folder = impl.source.parent if impl.source and impl.source.parent != DEFAULT_IMPLS_DIR else None
+    folder = _folder_of(impl)
     reason = impl.unavailable_reason(check_case.device)
     if reason is None and check_case.torch_dtype not in impl.dtypes:
         reason = f"does not support {check_case.dtype}"
@@ -85,6 +85,15 @@ def check(impl: Implementation, check_case: CheckCase, *, gradients: bool = True
     elif gradients and not failures and impl.autograd:
         failures += _check_gradients(impl, check_case, spec)
     return CheckResult(impl.name, check_case, tuple(failures), impls_dir=folder)
+
+
+def _folder_of(impl: Implementation) -> Path | None:
+    """The folder a reproducer names (``--impls-dir``): the one the implementation's file is in,
+    unless that is the project's impls/ or it is an installed plug-in (found wherever it is installed)."""
+    if impl.source is None or impl.plugin is not None:
+        return None
+    folder = impl.source.parent.parent if impl.source.name == "__init__.py" else impl.source.parent
+    return None if folder == DEFAULT_IMPLS_DIR else folder
 
 
 class CheckSkipped(Exception):
