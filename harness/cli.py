@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections import Counter
@@ -147,6 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     kernels.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
 
     _add_gpu_day(commands)
+    _add_cluster(commands)
 
     report = commands.add_parser(
         "report", help="markdown report with plots from saved benchmark JSON (pytest --benchmark-json=FILE)"
@@ -174,6 +176,92 @@ def _add_gpu_day(commands) -> None:
     gpu.add_argument("--output", type=Path, help="one new or empty folder for everything (default: $OUT, else reports/gpu-day/TIME)")
     gpu.add_argument("--dry-run", action="store_true", help="every phase on the CPU: host builds, Numba's simulator, tiny shapes")
     gpu.add_argument("--phase", action="append", choices=PHASE_NAMES, help="only this phase (repeatable; default: all, in order)")
+
+
+def _add_cluster(commands) -> None:
+    from harness.cases import TIERS
+    from harness.cluster import DEFAULT_TIMEOUT_MIN
+
+    cluster = commands.add_parser(
+        "cluster", help="the benchmark matrix on machines through submitit (Slurm, or its local executor): one job per "
+        "target, one report across them",
+    )  # fmt: skip
+    cluster.set_defaults(command=_cluster)
+    cluster.add_argument("--executor", choices=("local", "slurm"), default="local",
+                         help="submitit's local executor (this workstation; default) or Slurm")  # fmt: skip
+    cluster.add_argument(
+        "--target", action="append", metavar="NAME[:KEY=VALUE,...]",
+        help="one job per target (repeatable; default: one named after the executor). Keys: partition, gres, constraint, "
+        "account, qos, time (minutes), cpus, gpus, mem (GB), device (all, cpu or cuda: pytest's --bench-device), or any "
+        "submitit parameter (slurm_...); e.g. h100:partition=gpu,gres=gpu:h100:1,device=cuda",
+    )  # fmt: skip
+    cluster.add_argument("--tier", choices=TIERS, default="quick", help="benchmark tier (default: quick, as make bench)")
+    cluster.add_argument("--suite", action="append", help="only this suite of cases/ (repeatable; default: every suite)")
+    cluster.add_argument("--impl", action="append", help="only this implementation or peer (repeatable; default: every one)")
+    cluster.add_argument("--case", action="append", help="only this case of the chosen suites (repeatable)")
+    for flag, what in (("partition", "Slurm partition"), ("gres", "Slurm gres (e.g. gpu:1)"),
+                       ("constraint", "Slurm constraint"), ("account", "Slurm account")):  # fmt: skip
+        cluster.add_argument(f"--{flag}", help=f"{what} of every job (a target's own key wins)")
+    cluster.add_argument("--time-min", type=_positive, metavar="MINUTES",
+                         help=f"each job's time limit (submitit timeout_min; default {DEFAULT_TIMEOUT_MIN})")  # fmt: skip
+    cluster.add_argument("--cpus-per-task", type=_positive, metavar="N", help="CPUs of each job")
+    cluster.add_argument("--executor-param", action="append", metavar="KEY=VALUE",
+                         help="any other submitit parameter of every job, e.g. slurm_qos=high (repeatable)")  # fmt: skip
+    cluster.add_argument(
+        "--bench-args", metavar="ARGS",
+        help="pytest options of each run, as one string (write --bench-args='...'; default: make bench's "
+        "--benchmark-max-time=0.5 --benchmark-min-rounds=3)",
+    )  # fmt: skip
+    cluster.add_argument("--parallel", type=_positive, metavar="N",
+                         help="jobs at once (default: 1 with the local executor, whose jobs share this machine; all on Slurm)")  # fmt: skip
+    cluster.add_argument("--poll", type=_seconds, default=5.0, metavar="SECONDS", help="seconds between polls of the jobs (default 5)")
+    cluster.add_argument("--output", type=Path, help="one new or empty folder for the run (default: reports/cluster/TIER-TIME)")
+
+
+def _cluster(args: argparse.Namespace, console: Console) -> int:
+    import shlex as _shlex
+
+    from harness import cluster
+
+    try:
+        targets = [cluster.Target.parse(text) for text in args.target or [args.executor]]
+    except ValueError as error:
+        raise UsageError(f"--target: {error}") from None
+    try:
+        bench_args = None if args.bench_args is None else _shlex.split(args.bench_args)
+    except ValueError as error:
+        raise UsageError(f"--bench-args: {error}") from None
+    try:
+        matrix = cluster.plan(args.tier, args.suite, args.impl, args.case, bench_args, args.impls_dir)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    names = [t.name for t in targets]
+    if len(set(names)) != len(names):
+        raise UsageError(f"--target: target names must be unique, got {names}")
+    common = {"slurm_partition": args.partition, "slurm_gres": args.gres, "slurm_constraint": args.constraint,
+              "slurm_account": args.account, "timeout_min": args.time_min, "cpus_per_task": args.cpus_per_task}  # fmt: skip
+    for item in args.executor_param or ():
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise UsageError(f"--executor-param: expected KEY=VALUE, got {item!r}")
+        common[key] = cluster.parse_value(value)
+    common = {key: value for key, value in common.items() if value is not None}
+    targets = [dataclasses.replace(t, parameters={**common, **t.parameters}) for t in targets]
+    try:
+        folder = cluster.new_folder(args.output or cluster.default_output(args.tier))
+    except FileExistsError as error:
+        raise UsageError(str(error)) from None
+    run = cluster.ClusterRun(
+        folder, args.executor, matrix, targets, impls_dir=args.impls_dir, parallel=args.parallel,
+        poll_seconds=args.poll, command=_shlex.join(["swbench", *sys.argv[1:]]),
+        echo=lambda line: console.print(escape(line), soft_wrap=True),
+    )  # fmt: skip
+    console.print(f"cluster run into {escape(str(folder))}: {len(targets)} job(s) on the {args.executor} executor")
+    try:
+        return run.run()
+    except KeyboardInterrupt:
+        console.print(f"swbench: interrupted (Ctrl-C): unfinished jobs cancelled, listed in {escape(str(folder / cluster.RECORD))}; exit {EXIT_INTERRUPTED}")
+        return EXIT_INTERRUPTED
 
 
 def _gpu_day(args: argparse.Namespace, console: Console) -> int:
