@@ -289,8 +289,6 @@ class ClusterRun:
 
     def run(self) -> int:
         """Submit, collect, report; the exit code (0 only if every job finished and passed)."""
-        import submitit
-
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         specs = [
             JobSpec(t, self.matrix, self.folder / "runs" / f"{t.name}.json", self.folder / "logs" / f"{t.name}.log", self.impls_dir)
@@ -301,7 +299,7 @@ class ClusterRun:
         ]
         self.write_record()
         try:
-            executor = submitit.AutoExecutor(folder=self.folder / "submitit", cluster=self.executor)
+            self._executor()
         except Exception as error:  # e.g. Slurm asked for where there is no srun: every job fails, listed
             for record in self.records:
                 record.state, record.error = FAILED, f"submission failed: {type(error).__name__}: {_first_lines(str(error), 4)}"
@@ -314,7 +312,7 @@ class ClusterRun:
             while waiting or running:
                 while waiting and len(running) < parallel:
                     record, spec = waiting.pop(0)
-                    job = self._submit(executor, record, spec)
+                    job = self._submit(record, spec)
                     if job is not None:
                         running.append((record, spec, job))
                     self.write_record()
@@ -340,12 +338,18 @@ class ClusterRun:
             raise
         return self._report()
 
-    def _submit(self, executor, record: JobRecord, spec: JobSpec):
+    def _executor(self):
+        import submitit
+
+        return submitit.AutoExecutor(folder=self.folder / "submitit", cluster=self.executor)
+
+    def _submit(self, record: JobRecord, spec: JobSpec):
         parameters = {"name": f"swbench-{spec.target.name}", "timeout_min": DEFAULT_TIMEOUT_MIN}
         if self.executor == "local":
             parameters["gpus_per_node"] = _local_gpus()  # else the local executor hides every GPU
         parameters.update(spec.target.parameters)
         try:
+            executor = self._executor()  # a fresh one per job: parameters never leak from one target to the next
             executor.update_parameters(**parameters)
             job = executor.submit(run_job, spec)
         except Exception as error:  # sbatch missing or refusing, an unknown parameter: this job fails, the others go on

@@ -127,6 +127,45 @@ def test_every_way_a_job_ends_is_recorded_and_listed(tmp_path):
     assert "| lost |" in rows[-1] and "NODE_FAIL" in rows[-1]
 
 
+def test_each_job_gets_its_targets_parameters_only_and_every_job_is_collected(tmp_path, monkeypatch, capsys):
+    """A stand-in for submitit's executor: what each job was submitted with, and jobs that end
+    finished, failed and lost; the run lists all three and fails."""
+    import submitit
+    from submitit.core.utils import UncompletedJobError
+
+    submitted = []
+
+    class Executor:
+        def __init__(self, folder, cluster):
+            self.parameters = {}
+
+        def update_parameters(self, **parameters):
+            self.parameters.update(parameters)
+
+        def submit(self, fn, spec):
+            submitted.append((spec.target.name, dict(self.parameters)))
+            spec.output.parent.mkdir(parents=True, exist_ok=True)
+            if spec.target.name == "lost":
+                return _FakeJob(error=UncompletedJobError("no output"), state="PREEMPTED")
+            if spec.target.name == "ok":
+                spec.output.write_text("{}")  # an empty JSON: the report then fails to read it, listed too
+            return _FakeJob({"returncode": 0 if spec.target.name == "ok" else 1, "host": "n", "seconds": 1.0, "command": "", "wrote_json": True})
+
+    monkeypatch.setattr(submitit, "AutoExecutor", Executor)
+    folder = tmp_path / "run"
+    targets = ["ok:partition=a,time=5", "bad:gres=gpu:1", "lost"]
+    args = ["cluster", "--executor", "slurm", "--partition", "common", "--poll", "0.01", "--output", str(folder), *TINY]
+    assert main([*args, *[x for t in targets for x in ("--target", t)]]) == EXIT_FAILED
+    assert [name for name, _ in submitted] == ["ok", "bad", "lost"]
+    parameters = dict(submitted)
+    assert parameters["ok"]["slurm_partition"] == "a" and parameters["ok"]["timeout_min"] == 5
+    assert parameters["bad"]["slurm_partition"] == "common" and parameters["bad"]["slurm_gres"] == "gpu:1"
+    assert "slurm_gres" not in parameters["lost"] and parameters["lost"]["timeout_min"] == cluster.DEFAULT_TIMEOUT_MIN
+    record = json.loads((folder / cluster.RECORD).read_text())
+    assert [(j["target"], j["state"]) for j in record["jobs"]] == [("ok", "finished"), ("bad", "failed"), ("lost", "lost")]
+    assert record["report"] is None and "ok.json" in record["report_error"]
+
+
 def test_jobs_that_cannot_be_submitted_are_listed_and_fail_the_run(tmp_path, capsys):
     """Slurm on a machine without it: every job fails at submission, none is dropped."""
     folder = tmp_path / "run"
