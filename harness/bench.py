@@ -1,54 +1,87 @@
-"""What the benchmarks time and how: implementations and peers made ready on a case, verified,
-timed by pytest-benchmark and recorded as a ``harness.results.BenchmarkRow``.
+"""What the benchmarks time and how: items (a layer computation on a case, a network on a batch,
+a training step) made ready, verified, timed by pytest-benchmark and recorded as a typed row
+(``harness.results``).
 
-``computations()`` lists every implementation from ``impls/`` and every peer as a
-``Computation`` with its declared role. ``Computation.prepare(case, dtype, device)`` builds
-seeded inputs once and returns a ``Prepared`` call to time, its workload by count, and a check
-of its result: an implementation's output must match the reference within the error bound
-before it is timed (timing a wrong answer is meaningless); a peer computes the same branches
-by another path or another operator and is not compared here (tests/test_peers.py checks the
-PyTorch ways against the reference).
+An item is anything with the ``Item`` fields and a ``prepare(session)`` that returns a
+``Prepared``: the call to time, a check of its result, and the row to record. Layer items are
+made here (``layer_items``): every implementation from ``impls/`` and every peer, as a
+``Computation`` with its declared role; network and training items by ``harness.models.bench``.
+An implementation's output must match the reference within the error bound before it is timed
+(timing a wrong answer is meaningless); a PyTorch way is held to the bound of its form (its
+three branches, or their sum: ``harness.reference.summed_bound``).
 
-``Session`` runs one benchmark (``Session.measure``) and keeps what a run records beside the
-timings: failures, what was not run and why, the roofline peaks probed once per device. The
-pytest plugin (``harness.bench_plugin``) owns one per pytest session; the test function only
-parametrizes and calls it.
+``Session`` runs one benchmark (``Session.measure``: prepare, verify, time, record) and keeps
+the run's record beside the timings (``harness.results.RunRecord``: failures, what was not run
+and why, the suites that ran, the probed peaks). The pytest plugin (``harness.bench_plugin``)
+owns one per pytest session; the test functions only call it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
 from harness import gputime, machine
-from harness.cases import TIERS, Case
+from harness.cases import TIERS, Case, in_tier, load_cases
 from harness.checking import CheckCase, bitwise_equal, compare_with_reference, expected_result, integrity, make_inputs
 from harness.peers import Peer, peers
 from harness.perf import Workload, useful_flops
 from harness.registry import Implementation, Role, implementations
-from harness.results import BenchmarkRow
+from harness.results import BenchmarkRow, Failure, NotRun, Row, RunRecord
 from harness.traffic import compulsory_bytes
 
+
 class ResultMismatch(AssertionError):
-    """An implementation's output on a benchmark case differs from the reference."""
+    """A computation's output on a benchmark case differs from the reference."""
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """One timed call on fixed inputs. ``run`` returns when the result is complete (it
-    synchronizes a GPU), so host-clock timing of it is correct."""
+    """One timed call on fixed inputs, its check and its row. ``run`` returns when the result
+    is complete (it synchronizes a GPU), so host-clock timing of it is correct."""
 
     run: Callable[[], object]
-    workload: Workload
-    #: raises ResultMismatch if ``run``'s output is wrong; returns what was verified
+    #: raises an AssertionError (ResultMismatch, ...) if ``run``'s output is wrong; returns what was verified
     verify: Callable[[object], str]
+    #: the row to record, without ``verified`` and ``deterministic`` (the session fills them in)
+    row: Callable[[str], Row]
     #: preparation that is not timed (e.g. torch.compile), in seconds
     setup_seconds: float | None = None
     #: the implementation's inputs (x first) that ``run`` reads, for the checks after timing
-    #: (``harness.checking.integrity.timed_calls_problems``); empty for a peer
+    #: (``harness.checking.integrity.timed_calls_problems``); empty where nothing is probed
     inputs: tuple[torch.Tensor, ...] = ()
+    #: the file of the implementation timed (blamed for a replaced clock)
+    source: object = None
+    #: fixed rounds of one call (pytest-benchmark's pedantic mode: long calls), or None: its calibration
+    rounds: int | None = None
+
+
+class Item(Protocol):
+    """One benchmark: what the plugin parametrizes over and ``Session.measure`` runs."""
+
+    kind: str  # a harness.results.KINDS value
+    id: str  # the test id
+    computation: str
+    device: str
+    case_name: str | None  # None: the item stands for every case it would have run (it is skipped)
+    suite: str | None
+    group: str  # pytest-benchmark's group
+    skip: str | None  # why it is not run here (None: it is)
+
+    def prepare(self, session: Session) -> Prepared: ...
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a benchmark run asks for (the plugin's options)."""
+
+    suites: tuple[str, ...] | None
+    tier: str
+    devices: tuple[str, ...]
+    dtype: torch.dtype
 
 
 def _synchronized(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
@@ -73,7 +106,7 @@ def outputs_equal(first: object, second: object) -> bool:
 
 @dataclass(frozen=True)
 class Computation:
-    """An implementation or a peer, as the benchmarks see it."""
+    """An implementation or a peer, as the layer benchmarks see it."""
 
     name: str
     role: Role
@@ -106,16 +139,28 @@ class Computation:
         return self.implementation.execution_mode(device) if self.implementation else f"torch on {device}"
 
     def prepare(self, case: Case, dtype: torch.dtype, device: str) -> Prepared:
+        """The verified call of this computation on ``case`` and its row."""
         device = torch.device(device)
         dtype_name = str(dtype).removeprefix("torch.")
         inputs = make_inputs(CheckCase(case, dtype_name, "float", device=str(device)), nan_pruned=True)
         x, weight, spec = inputs.x, inputs.weight, case.spec()
+
+        def row(verified: str, workload: Workload, setup_seconds: float | None) -> BenchmarkRow:
+            return BenchmarkRow.for_case(
+                case, computation=self.name, role=self.role.value, baseline=self.baseline,
+                description=self.description, device=str(device), execution=self.execution_mode(str(device)),
+                threads=torch.get_num_threads() if device.type == "cpu" else None, dtype=dtype_name,
+                useful_flops=useful_flops(spec, case.input_shape), flops=workload.flops,
+                compulsory_bytes=workload.compulsory_bytes, traffic_bytes=workload.traffic_bytes,
+                setup_seconds=setup_seconds, verified=verified,
+            )  # fmt: skip
+
         if self.peer is not None:
             prepared = self.peer.prepare(case, x, weight)
             workload = Workload(case.batch, prepared.flops, prepared.compulsory_bytes, None)
             return Prepared(
-                _synchronized(prepared.run, device), workload,
-                lambda result: "peer: computes the branches another way, not compared here", prepared.setup_seconds,
+                _synchronized(prepared.run, device), self._peer_verify(case, x, weight, dtype),
+                lambda verified: row(verified, workload, prepared.setup_seconds), prepared.setup_seconds,
             )  # fmt: skip
 
         impl = self.implementation
@@ -133,7 +178,11 @@ class Computation:
                 raise ResultMismatch(f"{self.name} on {case.name}: " + "; ".join(problems))
             return "matches the reference within the error bound"
 
-        return Prepared(_synchronized(run, device), workload, verify, inputs=(x, weight))
+        return Prepared(_synchronized(run, device), verify, lambda verified: row(verified, workload, None),
+                        inputs=(x, weight), source=impl.source)  # fmt: skip
+
+    def _peer_verify(self, case: Case, x: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> Callable[[object], str]:
+        return lambda result: "peer: computes the branches another way, not compared here"
 
 
 def tier_includes(run_tier: str, first_tier: str) -> bool:
@@ -151,74 +200,133 @@ def computations() -> list[Computation]:
     return found
 
 
+@dataclass(frozen=True)
+class LayerItem:
+    """A computation on a layer case and a device (``case`` None: skipped for every case)."""
+
+    computation_: Computation
+    device: str
+    case: Case | None
+    skip: str | None = None
+    kind = "layer"
+
+    @property
+    def computation(self) -> str:
+        return self.computation_.name
+
+    @property
+    def case_name(self) -> str | None:
+        return self.case.name if self.case else None
+
+    @property
+    def suite(self) -> str | None:
+        return self.case.suite if self.case else None
+
+    @property
+    def group(self) -> str:
+        return f"{self.case.suite}/{self.case.name}" if self.case else ""
+
+    @property
+    def id(self) -> str:
+        tail = f"-{self.case.suite}-{self.case.name}" if self.case else ""
+        return f"{self.computation}-{self.device}{tail}"
+
+    def prepare(self, session: Session) -> Prepared:
+        return self.computation_.prepare(self.case, session.dtype, self.device)
+
+
+def layer_cases(selection: Selection) -> list[Case]:
+    """The layer cases of the selected suites in the run's tier."""
+    return [case for case in load_cases(suites=list(selection.suites) if selection.suites else None) if in_tier(case, selection.tier)]
+
+
+def layer_items(selection: Selection) -> list[LayerItem]:
+    """Every computation on every selected layer case and device; one that cannot be timed here
+    is one skipped item per (computation, device), with the reason."""
+    cases, items = layer_cases(selection), []
+    if not cases:
+        return []
+    for computation in computations():
+        for device in selection.devices:
+            if device not in computation.devices:
+                continue
+            reason = computation.not_benchmarked_reason(device, selection.tier)
+            if reason is not None:
+                items.append(LayerItem(computation, device, None, reason))
+                continue
+            items += [LayerItem(computation, device, case) for case in cases]
+    return items
+
+
 @dataclass
 class Session:
-    """One benchmark run's state beside the timings (what the JSON's ``sw`` key records)."""
+    """One benchmark run's state beside the timings: the run's record (``record``) and the
+    roofline peaks probed per device."""
 
     dtype: torch.dtype
+    record: RunRecord
     peak_gflops: float | None = None
     peak_gbps: float | None = None
     l2_flush: bool = False
     gpu_graph: bool = False
-    cases: list[Case] = field(default_factory=list)
-    failures: list[dict] = field(default_factory=list)
-    not_run: list[dict] = field(default_factory=list)
     _peaks: dict[str, machine.Peaks] = field(default_factory=dict)
 
     def peaks(self, device: str) -> machine.Peaks:
-        """The device's roofline peaks, probed once per session (or as given)."""
+        """The device's roofline peaks: those probed at the start of the run (or as given)."""
         if device not in self._peaks:
             self._peaks[device] = machine.peaks(torch.device(device), self.peak_gflops, self.peak_gbps)
+            self.record.probes.setdefault("start", {})[device] = self._peaks[device].as_dict()
         return self._peaks[device]
 
-    def skip(self, computation: Computation, device: str, reason: str) -> None:
-        self.not_run.append({"computation": computation.name, "device": device, "reason": reason})
+    def probe_end(self, devices: Sequence[str]) -> None:
+        """Probe the peaks again after the last benchmark (the machine's drift over the run)."""
+        for device in devices:
+            if device in self._peaks:
+                peaks = machine.peaks(torch.device(device), self.peak_gflops, self.peak_gbps)
+                self.record.probes.setdefault("end", {})[device] = peaks.as_dict()
 
-    def measure(self, benchmark, computation: Computation, case: Case, device: str) -> BenchmarkRow:
-        """Verify, time and record ``computation`` on ``case``: the row goes into the benchmark's
-        ``extra_info``. A wrong result or a crash is recorded as a failure and raised (the run
-        goes on with the other benchmarks)."""
-        try:
-            prepared = computation.prepare(case, self.dtype, device)
-            first = prepared.run()  # also the warm-up: compilation, caches, allocator
-            verified = prepared.verify(first)
-        except Exception as error:  # a mismatch or a crash: recorded in the JSON, then reported by pytest
-            self.failures.append(
-                {"computation": computation.name, "device": device, "case": case.name, "error": f"{type(error).__name__}: {error}"}
-            )
-            raise
-        row = BenchmarkRow.for_case(
-            case,
-            computation=computation.name,
-            role=computation.role.value,
-            baseline=computation.baseline,
-            description=computation.description,
-            device=device,
-            execution=computation.execution_mode(device),
-            threads=torch.get_num_threads() if device == "cpu" else None,
-            dtype=str(self.dtype).removeprefix("torch."),
-            useful_flops=useful_flops(case.spec(), case.input_shape),
-            flops=prepared.workload.flops,
-            compulsory_bytes=prepared.workload.compulsory_bytes,
-            traffic_bytes=prepared.workload.traffic_bytes,
-            setup_seconds=prepared.setup_seconds,
-            verified=verified,
+    def skipped(self, item: Item) -> None:
+        """Record an item that was selected but not run here."""
+        entry = NotRun(item.computation, item.device, item.skip or "skipped", item.kind, item.case_name)
+        if entry not in self.record.not_run:
+            self.record.not_run.append(entry)
+
+    def _failed(self, item: Item, error: BaseException) -> None:
+        self.record.failures.append(
+            Failure(item.computation, item.device, item.case_name or "", f"{type(error).__name__}: {error}", item.kind)
         )
-        benchmark.group = f"{case.suite}/{case.name}"
+
+    def _ran(self, item: Item) -> None:
+        if item.suite and item.suite not in self.record.suites:
+            self.record.suites.append(item.suite)
+            self.record.suites.sort()
+
+    def measure(self, benchmark, item: Item) -> Row:
+        """Verify, time and record ``item``: the row goes into the benchmark's ``extra_info``.
+        A wrong result or a crash is recorded as a failure and raised (the run goes on with the
+        other benchmarks)."""
+        self._ran(item)
+        try:
+            prepared = item.prepare(self)
+            first = prepared.run()  # also the warm-up: compilation, caches, allocator
+            row = prepared.row(prepared.verify(first))
+        except Exception as error:  # a mismatch or a crash: recorded in the JSON, then reported by pytest
+            self._failed(item, error)
+            raise
+        benchmark.group = item.group
         benchmark.extra_info.update(row.to_extra_info())
-        if device == "cuda":  # CUDA events around the work, not a host sync per call (harness.gputime)
+        if prepared.rounds is not None:
+            last = benchmark.pedantic(prepared.run, rounds=prepared.rounds, iterations=1, warmup_rounds=0)
+        elif item.device == "cuda":  # CUDA events around the work, not a host sync per call (harness.gputime)
             work = getattr(prepared.run, "unsynchronized", prepared.run)
-            last = gputime.time_on_gpu(benchmark, work, device, gputime.GpuTiming(self.l2_flush, self.gpu_graph))
+            last = gputime.time_on_gpu(benchmark, work, item.device, gputime.GpuTiming(self.l2_flush, self.gpu_graph))
         else:
             last = benchmark(prepared.run)
         row = row.with_determinism(outputs_equal(first, last))
         benchmark.extra_info.update(row.to_extra_info())
         try:  # what was timed is verified too: a replayed, cached or unfinished result fails here
-            source = computation.implementation.source if computation.implementation else None
-            integrity.check_timed_calls(prepared.run, prepared.verify, first, last, prepared.inputs, source, benchmark)
+            integrity.check_timed_calls(prepared.run, prepared.verify, first, last, prepared.inputs, prepared.source, benchmark)
         except Exception as error:
-            self.failures.append(
-                {"computation": computation.name, "device": device, "case": case.name, "error": f"{type(error).__name__}: {error}"}
-            )
+            self._failed(item, error)
             raise
         return row

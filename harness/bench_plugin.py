@@ -1,11 +1,18 @@
-"""pytest plugin for the benchmarks (``pytest --benchmark-only``), loaded by the root conftest.
+"""pytest plugin for the benchmarks (``pytest --benchmark-only``) and the per-implementation
+tests, loaded by the root conftest: the project's one ``pytest_generate_tests``.
 
 Command-line options select what is timed (``--suite``, ``--tier``, ``--bench-device``,
 ``--bench-dtype``) and the roofline's peaks (``--peak-gflops``, ``--peak-gbps`` override the
-probes). Tests taking ``computation``, ``bench_device`` and ``bench_case`` run once per
-selected case for every implementation and peer that can be timed here; one that cannot is
-one skipped test naming the reason, and is listed under ``sw.not_run`` in the JSON.
-Failures are listed under ``sw.failures``; the run goes on.
+probes). A test taking one of ``ITEM_FIXTURES`` (``layer_item``, ``network_item``) runs once per
+benchmark item of that kind (``harness.bench.Item``) and calls ``bench_session.measure``; an
+item that cannot be timed here is a skipped test naming the reason. Tests taking ``impl`` and
+``device`` run once per implementation and device.
+
+The run's record (``harness.results.RunRecord``, the JSON's ``sw`` key) is built from what
+executes: the suites of the items that ran, the items skipped (with their reasons) as
+``not_run``, the failures; items removed by ``-k`` or ``--deselect`` appear in neither. The
+machine's peaks are probed once collection is done, before the first benchmark, and again
+after the last (``sw.probes``).
 """
 
 from __future__ import annotations
@@ -14,22 +21,33 @@ import argparse
 import os
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
 from harness import machine
-from harness.bench import Session, computations
-from harness.cases import TIERS, in_tier, load_cases, suite_descriptions
-from harness.cudac.kernel_table import kernel_table
-from harness.registry import discover
+from harness.bench import Item, Selection, Session, layer_items
+from harness.cases import TIERS, load_cases, suite_descriptions
+from harness.registry import discover, implementations
+from harness.results import RunRecord
 
 _SESSION = pytest.StashKey[Session]()
 _INTERRUPTED = pytest.StashKey[bool]()
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: Marks the one placeholder item of a run that does not benchmark (deselected, never reported).
 _NOT_BENCHMARKING = "sw_not_benchmarking"
+
+
+def _network_items(selection: Selection) -> list[Item]:
+    from harness.models.bench import network_items  # networks (and their layers) only when benchmarking them
+
+    return network_items(selection)
+
+
+#: test fixture -> the items of that kind a run's selection asks for
+ITEM_FIXTURES: dict[str, Callable[[Selection], list[Item]]] = {"layer_item": layer_items, "network_item": _network_items}
 
 
 def _positive_number(text: str) -> float:
@@ -58,16 +76,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="memory bandwidth for the roofline instead of the copy probe")  # fmt: skip
     group.addoption("--l2-flush", action="store_true", default=False,
                     help="on a GPU, overwrite a buffer larger than L2 before every round, outside the timed region (cold L2)")  # fmt: skip
-    group.addoption("--no-kernel-table", action="store_true", default=False,
-                    help="leave the GPU kernels listing out of the JSON (NVRTC builds of every kernel; the GPU day makes it once)")  # fmt: skip
     group.addoption("--gpu-graph", action="store_true", default=False,
                     help="on a GPU, also time replays of the work captured once in a CUDA graph (harness.gputime)")  # fmt: skip
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{_NOT_BENCHMARKING}: placeholder of a benchmark test in a run without --benchmark-only")
+    record = RunRecord(tier=config.getoption("tier"), command=shlex.join(["pytest", *sys.argv[1:]]),
+                       dtype=config.getoption("bench_dtype"))  # fmt: skip
     config.stash[_SESSION] = Session(
         dtype=DTYPES[config.getoption("bench_dtype")],
+        record=record,
         peak_gflops=config.getoption("peak_gflops"),
         peak_gbps=config.getoption("peak_gbps"),
         l2_flush=config.getoption("l2_flush"),
@@ -84,43 +103,58 @@ def _devices(config: pytest.Config) -> tuple[str, ...]:
     return ("cpu", "cuda") if chosen == "all" else (chosen,)
 
 
+def _selection(config: pytest.Config) -> Selection:
+    suites = config.getoption("suite")
+    if suites is not None:
+        load_cases(suites=suites)  # an unknown suite name fails here, for every kind
+    return Selection(tuple(suites) if suites else None, config.getoption("tier"), _devices(config),
+                     DTYPES[config.getoption("bench_dtype")])  # fmt: skip
+
+
 @pytest.fixture
 def bench_session(request: pytest.FixtureRequest) -> Session:
-    """The run's ``harness.bench.Session``: ``bench_session.measure(benchmark, computation, case, device)``."""
+    """The run's ``harness.bench.Session``: ``bench_session.measure(benchmark, item)``."""
     return request.config.stash[_SESSION]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    names = ("computation", "bench_device", "bench_case")
-    if not all(name in metafunc.fixturenames for name in names):
+    if "impl" in metafunc.fixturenames and "device" in metafunc.fixturenames:
+        _parametrize_implementations(metafunc)
+    kinds = [name for name in ITEM_FIXTURES if name in metafunc.fixturenames]
+    if not kinds:
         return
+    (fixture,) = kinds
     config = metafunc.config
-    if not _benchmarking(config):  # a plain test run: one placeholder, deselected below
-        metafunc.parametrize(names, [pytest.param(None, None, None, marks=getattr(pytest.mark, _NOT_BENCHMARKING))])
+    items = ITEM_FIXTURES[fixture](_selection(config)) if _benchmarking(config) else []
+    if not items:  # a plain test run, or nothing of this kind selected: one placeholder, deselected
+        metafunc.parametrize(fixture, [pytest.param(None, id="none", marks=getattr(pytest.mark, _NOT_BENCHMARKING))])
         return
-    session = config.stash[_SESSION]
-    tier = config.getoption("tier")
-    session.cases = [case for case in load_cases(suites=config.getoption("suite")) if in_tier(case, tier)]
+    metafunc.parametrize(fixture, [
+        pytest.param(item, id=item.id,
+                     marks=[pytest.mark.skip(reason=f"{item.computation} on {item.device} not timed: {item.skip}")] if item.skip else [])
+        for item in items
+    ])  # fmt: skip
+
+
+def _parametrize_implementations(metafunc: pytest.Metafunc) -> None:
+    """Once per implementation in impls/ and device it declares; a pair that cannot run here is
+    skipped with the implementation's own reason."""
     params = []
-    for computation in computations():
-        for device in _devices(config):
-            if device not in computation.devices:
-                continue
-            reason = computation.not_benchmarked_reason(device, tier)
-            if reason is not None:
-                session.skip(computation, device, reason)
-                mark = pytest.mark.skip(reason=f"{computation.name} on {device} not timed: {reason}")
-                params.append(pytest.param(computation, device, None, id=f"{computation.name}-{device}", marks=mark))
-                continue
-            params += [
-                pytest.param(computation, device, case, id=f"{computation.name}-{device}-{case.suite}-{case.name}")
-                for case in session.cases
-            ]
-    metafunc.parametrize(names, params)
+    for name, impl in sorted(implementations().items()):
+        for device in impl.devices:
+            reason = impl.unavailable_reason(device)
+            marks = [pytest.mark.skip(reason=f"{name} on {device}: {reason}")] if reason else []
+            params.append(pytest.param(impl, device, id=f"{name}-{device}", marks=marks))
+    metafunc.parametrize(("impl", "device"), params)
+
+
+def _item_of(node: pytest.Item) -> Item | None:
+    params = getattr(getattr(node, "callspec", None), "params", {})
+    return next((params[name] for name in ITEM_FIXTURES if params.get(name) is not None), None)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Benchmarks and tests never share a run: a plain run deselects the benchmark placeholder,
+    """Benchmarks and tests never share a run: a plain run deselects the benchmark placeholders,
     ``--benchmark-only`` deselects every test that is not a benchmark (instead of listing each
     as skipped)."""
     benchmarking = _benchmarking(config)
@@ -132,6 +166,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """After every selection (``-k``, ``--deselect``, the hook above): the peaks of each device
+    that has an item to time, probed now, before the first benchmark."""
+    if not _benchmarking(session.config) or session.config.option.collectonly:
+        return
+    bench = session.config.stash[_SESSION]
+    devices = sorted({item.device for node in session.items if (item := _item_of(node)) is not None and item.skip is None})
+    for device in devices:
+        bench.peaks(device)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    """A benchmark item skipped here goes into the run's not-run list, with its reason."""
+    report = yield
+    bench_item = _item_of(item)
+    if bench_item is not None and report.skipped and report.when == "setup":
+        item.config.stash[_SESSION].skipped(bench_item)
+    return report
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
@@ -149,24 +204,11 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json: dict) -> None:
-    session = config.stash[_SESSION]
-    if config.getoption("no_kernel_table"):
-        kernels, kernel_errors = None, {}  # left out (--no-kernel-table): not an error
-    else:
-        kernels, kernel_errors = kernel_table([c.implementation for c in computations() if c.implementation])
-    output_json["sw"] = {
-        "tier": config.getoption("tier"),
-        "suites": sorted({case.suite for case in session.cases}),
-        "suite_descriptions": {k: v for k, v in suite_descriptions().items() if k in {c.suite for c in session.cases}},
-        "dtype": config.getoption("bench_dtype"),
-        "command": shlex.join(["pytest", *sys.argv[1:]]),
-        "failures": session.failures,
-        "not_run": session.not_run,
-        "kernels": kernels.to_dict("records") if kernels is not None else [],
-        "kernel_errors": kernel_errors,
-        "load_errors": {file: error.splitlines()[0] for file, error in discover().errors.items()},
-        "interrupted": bool(config.stash.get(_INTERRUPTED, False)),
-    }
+    record = config.stash[_SESSION].record
+    record.suite_descriptions = {k: v for k, v in suite_descriptions().items() if k in record.suites}
+    record.load_errors = {file: error.splitlines()[0] for file, error in discover().errors.items()}
+    record.interrupted = bool(config.stash.get(_INTERRUPTED, False))
+    output_json["sw"] = record.to_json()
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -180,6 +222,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
     target = Path(writer.json) if writer is not None and writer.json else None
     config.stash[_INTERRUPTED] = exitstatus == pytest.ExitCode.INTERRUPTED
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp") if target else None
+    if _benchmarking(config) and writer is not None and writer.benchmarks:
+        config.stash[_SESSION].probe_end(_devices(config))  # the peaks again, after the last benchmark
     if temporary is not None:
         writer.json = temporary
     yield

@@ -1,36 +1,74 @@
-"""The benchmark result: one typed row per timed computation on a case.
+"""The benchmark results: one typed row per timed item, and one typed record per run.
 
-The benchmarks write it into pytest-benchmark's ``extra_info`` (``BenchmarkRow.to_extra_info``);
-the report reads it back (``BenchmarkRow.from_extra_info``), which validates it and names the
-key that is wrong. Only measured or counted facts are stored: throughput, density and roofline
-figures are derived from them (``harness.perf.derived_metrics``) where they are shown, so they
-cannot disagree with the counts.
+A row's ``kind`` says what was timed: ``BenchmarkRow`` ("layer": one computation on a layer
+case), ``NetworkRow`` ("network": a whole network on a batch), ``TrainingRow`` ("training": a
+training step). The benchmarks write a row into pytest-benchmark's ``extra_info``
+(``to_extra_info``); the report reads every row back through ``row_from_extra_info``, which
+validates it and names the key that is wrong. ``RunRecord`` is the run's own record (the JSON's
+``sw`` key): tier, suites, command, failures, what was not run and why, the machine's probes.
+Only measured or counted facts are stored: throughput, density and roofline figures are derived
+from them where they are shown, so they cannot disagree with the counts.
 
-Files written before the schema had a version (no ``schema`` key) are read too: their
-``kind`` ("implementation" / "peer") and names give the roles they were reported with then.
+Older files are read too: schema 2 layer rows (no ``kind``) and network rows written as untyped
+``kind="model"`` dicts (their derived ``images_per_s`` and ``gflop_per_image`` are dropped).
+Unversioned (schema 1) layer rows carry no role; they are refused with a one-line error
+(``reports/notes/upgrade_schema1.py`` adds the roles those files were reported with).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import numbers
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from harness.cases import Case
 from harness.registry import Role
 
-SCHEMA = 2
-#: What an older file's names meant: the PyTorch ways and the baseline the report used to hard-code.
-_LEGACY_PYTORCH_WAYS = {"rep_merged", "rep_cross", "torch_roll"}
-_LEGACY_BASELINE = "rep_merged"
+SCHEMA = 3
+#: What a row's ``kind`` may be, and what a run's not-run entries and failures belong to.
+KINDS = ("layer", "network", "training")
 
 
 class ResultFormatError(ValueError):
-    """A stored row that cannot be read; the message names the key and what was expected."""
+    """A stored row or run record that cannot be read; the message names the key and what was expected."""
+
+
+class _Row:
+    """What every row type shares: written with its kind and the schema, read back validated."""
+
+    kind: str
+
+    def with_determinism(self, deterministic: bool):
+        return dataclasses.replace(self, deterministic=deterministic)
+
+    def to_extra_info(self) -> dict:
+        return {"schema": SCHEMA, "kind": self.kind, **dataclasses.asdict(self)}
+
+    @classmethod
+    def _read(cls, info: dict, where: str = "extra_info"):
+        values = {}
+        for f in fields(cls):
+            if f.name not in info:
+                if f.default is not dataclasses.MISSING:
+                    continue
+                raise ResultFormatError(f"{where} has no {f.name!r} key")
+            values[f.name] = _typed(f"{where} {f.name!r}", f.type, info[f.name])
+        return cls(**values)
+
+    @classmethod
+    def from_extra_info(cls, info: dict):
+        """Read and validate a stored row of this type."""
+        row = row_from_extra_info(info)
+        if not isinstance(row, cls):
+            raise ResultFormatError(f"extra_info is a {row.kind} row, not a {cls.kind} row")
+        return row
 
 
 @dataclass(frozen=True)
-class BenchmarkRow:
+class BenchmarkRow(_Row):
+    """A layer benchmark: one computation (an implementation or a peer) on one layer case."""
+
+    kind = "layer"
     # What was timed, and where.
     computation: str
     role: str  # a harness.Role value
@@ -72,35 +110,180 @@ class BenchmarkRow:
                                                  "big_kernel", "small_kernel", "groups", "sparsity", "tables")}  # fmt: skip
         return cls(case=case.name, nk=case.spec().nk, **params, **values)
 
-    def with_determinism(self, deterministic: bool) -> BenchmarkRow:
-        return dataclasses.replace(self, deterministic=deterministic)
 
-    def to_extra_info(self) -> dict:
-        return {"schema": SCHEMA, **dataclasses.asdict(self)}
+@dataclass(frozen=True)
+class NetworkRow(_Row):
+    """A network benchmark: a whole network's forward pass on a batch (the Table 7 section)."""
+
+    kind = "network"
+    computation: str  # network[implementation] for SW networks, else the network
+    network: str
+    implementation: str | None  # the SW implementation plugged in; None for a network without SW layers
+    label: str  # the network's name in the paper's tables
+    device: str
+    case: str
+    suite: str
+    batch: int
+    height: int
+    width: int
+    small_kernel: int | None
+    flops: int  # of one forward pass on the batch (FlopCounterMode)
+    compulsory_bytes: int
+    params: int
+    sw_time_share: float  # fraction of a forward pass in the SW (or large-kernel) layers, measured
+    threads: int | None
+    dtype: str
+    memory_format: str
+    verified: str
+    deterministic: bool | None = None
+
+
+@dataclass(frozen=True)
+class TrainingRow(_Row):
+    """A training benchmark: forward, backward and an optimizer step of a network on a batch."""
+
+    kind = "training"
+    computation: str
+    network: str
+    implementation: str | None
+    #: whose backward ran through the SW layers: the implementation's own, or "reference"
+    backward: str
+    device: str
+    case: str
+    suite: str
+    batch: int
+    height: int
+    width: int
+    params: int
+    threads: int | None
+    dtype: str
+    memory_format: str
+    verified: str
+    deterministic: bool | None = None
+
+
+ROW_TYPES: dict[str, type[_Row]] = {row.kind: row for row in (BenchmarkRow, NetworkRow, TrainingRow)}
+Row = BenchmarkRow | NetworkRow | TrainingRow
+
+
+def row_from_extra_info(info: object) -> Row:
+    """Read and validate any stored row: its ``kind`` picks the type."""
+    if not isinstance(info, dict):
+        raise ResultFormatError(f"extra_info must be a mapping, got {type(info).__name__}")
+    schema = info.get("schema", 1)
+    if info.get("kind") == "model" and "schema" not in info:  # networks before they had a row type
+        info = {k: v for k, v in info.items() if k not in ("kind", "images_per_s", "gflop_per_image")} | {"kind": "network"}
+    elif schema == 1:
+        raise ResultFormatError(
+            "extra_info has no 'schema' key (a file from before rows declared their role): "
+            "upgrade it with reports/notes/upgrade_schema1.py"
+        )
+    elif schema == 2:
+        info = {"kind": "layer", **info}
+    elif schema != SCHEMA:
+        raise ResultFormatError(f"extra_info schema {schema!r} is not known (this harness reads 2 and {SCHEMA})")
+    kind = info.get("kind")
+    if kind not in ROW_TYPES:
+        raise ResultFormatError(f"extra_info kind must be one of {list(ROW_TYPES)}, got {kind!r}")
+    row = ROW_TYPES[kind]._read(info)
+    if isinstance(row, BenchmarkRow) and row.role not in {role.value for role in Role}:
+        raise ResultFormatError(f"extra_info role must be one of {[r.value for r in Role]}, got {row.role!r}")
+    return row
+
+
+# ----------------------------------------------------------------------------- the run's record
+@dataclass(frozen=True)
+class NotRun:
+    """An item that was collected and selected but not run here, and why."""
+
+    computation: str
+    device: str
+    reason: str
+    kind: str = "layer"
+    case: str | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An item that ran and failed (a wrong result or a crash): recorded, the run went on."""
+
+    computation: str
+    device: str
+    case: str
+    error: str
+    kind: str = "layer"
+
+
+@dataclass
+class RunRecord:
+    """The JSON's ``sw`` key: what the run was asked, what ran, what did not and why.
+
+    ``suites`` are those of the items that ran (a ``-k`` selection changes them);
+    ``probes`` holds the machine's peaks probed before the first benchmark (``"start"``) and
+    after the last (``"end"``), per device: a difference is drift, flagged by the report."""
+
+    tier: str
+    command: str
+    dtype: str = "float32"
+    suites: list[str] = field(default_factory=list)
+    suite_descriptions: dict[str, str] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+    not_run: list[NotRun] = field(default_factory=list)
+    load_errors: dict[str, str] = field(default_factory=dict)
+    interrupted: bool = False
+    probes: dict[str, dict[str, dict]] = field(default_factory=dict)
+    #: GPU kernel figures: only in files written before they became ``swbench kernels``' own artifact
+    kernels: list[dict] = field(default_factory=list)
+    kernel_errors: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
 
     @classmethod
-    def from_extra_info(cls, info: dict) -> BenchmarkRow:
-        """Read and validate a stored row (this schema or the unversioned one before it)."""
-        if not isinstance(info, dict):
-            raise ResultFormatError(f"extra_info must be a mapping, got {type(info).__name__}")
-        schema = info.get("schema", 1)
-        if schema == 1:
-            info = _upgrade_legacy(info)
-        elif schema != SCHEMA:
-            raise ResultFormatError(f"extra_info schema {schema!r} is not known (this harness reads 1 and {SCHEMA})")
+    def from_json(cls, data: object) -> RunRecord:
+        """Read and validate a stored ``sw`` record (the keys older files lack take their defaults)."""
+        if not isinstance(data, dict):
+            raise ResultFormatError(f"sw must be a mapping, got {type(data).__name__}")
+        for key in ("tier", "command", "failures", "not_run"):
+            if key not in data:
+                raise ResultFormatError(f"sw has no {key!r} key")
         values = {}
         for f in fields(cls):
-            if f.name not in info:
-                if f.default is not dataclasses.MISSING:
-                    continue
-                raise ResultFormatError(f"extra_info has no {f.name!r} key")
-            values[f.name] = _typed(f.name, f.type, info[f.name])
-        if values["role"] not in {role.value for role in Role}:
-            raise ResultFormatError(f"extra_info role must be one of {[r.value for r in Role]}, got {values['role']!r}")
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            if f.name in ("failures", "not_run"):
+                entry = Failure if f.name == "failures" else NotRun
+                if not isinstance(value, list):
+                    raise ResultFormatError(f"sw {f.name!r} must be a list, got {value!r}")
+                value = [_read_entry(entry, item, f"sw {f.name}[{n}]") for n, item in enumerate(value)]
+            elif f.name in ("tier", "command", "dtype"):
+                value = _typed(f"sw {f.name!r}", "str", value)
+            elif f.name == "interrupted":
+                value = _typed("sw 'interrupted'", "bool", value)
+            elif f.name in ("suites", "kernels"):
+                if not isinstance(value, list):
+                    raise ResultFormatError(f"sw {f.name!r} must be a list, got {value!r}")
+            elif not isinstance(value, dict):
+                raise ResultFormatError(f"sw {f.name!r} must be a mapping, got {value!r}")
+            values[f.name] = value
         return cls(**values)
 
 
-def _typed(name: str, kind: str, value: object) -> object:
+def _read_entry(entry: type, item: object, where: str):
+    if not isinstance(item, dict):
+        raise ResultFormatError(f"{where} must be a mapping, got {item!r}")
+    values = {}
+    for f in fields(entry):
+        if f.name not in item:
+            if f.default is dataclasses.MISSING:
+                raise ResultFormatError(f"{where} has no {f.name!r} key")
+            continue
+        values[f.name] = _typed(f"{where} {f.name!r}", f.type, item[f.name])
+    return entry(**values)
+
+
+def _typed(where: str, kind: str, value: object) -> object:
     optional = kind.endswith("| None")
     base = kind.removesuffix(" | None")
     if value is None and optional:
@@ -112,17 +295,5 @@ def _typed(name: str, kind: str, value: object) -> object:
         "bool": lambda v: isinstance(v, bool),
     }
     if not checks[base](value):
-        raise ResultFormatError(f"extra_info {name!r} must be {kind}, got {value!r}")
+        raise ResultFormatError(f"{where} must be {kind}, got {value!r}")
     return float(value) if base == "float" else value
-
-
-def _upgrade_legacy(info: dict) -> dict:
-    name, kind = info.get("computation"), info.get("kind")
-    if kind not in ("implementation", "peer"):
-        raise ResultFormatError(f"extra_info (no schema key) kind must be 'implementation' or 'peer', got {kind!r}")
-    if name in _LEGACY_PYTORCH_WAYS:
-        role = Role.PYTORCH_WAY
-    else:
-        role = Role.IMPLEMENTATION if kind == "implementation" else Role.OTHER_OPERATOR
-    upgraded = {"role": role.value, "baseline": name == _LEGACY_BASELINE, "setup_seconds": None, "tier": "quick"}
-    return {**upgraded, **info, "useful_flops": info.get("useful_flops", info.get("flops"))}

@@ -50,9 +50,10 @@ def test_a_correct_implementation_is_verified_and_deterministic():
     (roll,) = [c for c in computations() if c.name == "torch_roll"]
     prepared = roll.prepare(CASE, torch.float32, "cpu")
     first, second = prepared.run(), prepared.run()
-    assert "within the error bound" in prepared.verify(first)
+    row = prepared.row(prepared.verify(first))
+    assert row.verified == "matches the reference within the error bound" and row.kind == "layer"
     assert outputs_equal(first, second)
-    assert prepared.workload.traffic_bytes is None and prepared.workload.flops > 0
+    assert row.traffic_bytes is None and row.flops == row.useful_flops > 0
 
 
 def test_a_wrong_implementation_is_refused_before_timing():
@@ -93,7 +94,8 @@ def test_a_benchmark_run_records_results_failures_and_what_was_not_run(tmp_path)
     command = [
         sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(ROOT / "tests" / "test_benchmarks.py"),
         str(ROOT / "tests" / "test_cases.py"),  # plain tests beside benchmarks: deselected, not listed as skipped
-        "--benchmark-only", "--suite", "sweep_small_kernel", "-k", "k3 and (torch_roll-cpu or bad_zeros or rep_merged-cpu) and not compiled",
+        "--benchmark-only", "--suite", "sweep_small_kernel",
+        "-k", "(k3 and (torch_roll-cpu or bad_zeros or rep_merged-cpu) and not compiled) or rep_cross-cpu",
         "--benchmark-max-time=0.01", "--benchmark-min-rounds=2", "--peak-gflops=50", f"--benchmark-json={output}",
         f"--benchmark-histogram={tmp_path / 'histogram'}",  # needs pygal: pytest-benchmark[histogram]
     ]  # fmt: skip
@@ -101,7 +103,7 @@ def test_a_benchmark_run_records_results_failures_and_what_was_not_run(tmp_path)
         command, cwd=ROOT, env={**os.environ, "SW_IMPLS_DIR": str(impls)}, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]  # bad_zeros failed, nothing else
-    assert "1 failed, 2 passed" in done.stdout, done.stdout[-3000:]
+    assert "1 failed, 2 passed, 1 skipped" in done.stdout, done.stdout[-3000:]
     assert list(tmp_path.glob("histogram*.svg")), "--benchmark-histogram wrote no SVG"
     run = json.loads(output.read_text())
     timed = {b["extra_info"]["computation"]: b["extra_info"] for b in run["benchmarks"]}
@@ -119,13 +121,20 @@ def test_a_benchmark_run_records_results_failures_and_what_was_not_run(tmp_path)
     assert not list(tmp_path.glob(".run.json.*"))  # written beside, moved into place
     (failure,) = run["sw"]["failures"]
     assert failure["computation"] == "bad_zeros" and "ResultMismatch" in failure["error"]
-    assert {"computation": "torch_roll", "device": "cuda"} in [
-        {k: entry[k] for k in ("computation", "device")} for entry in run["sw"]["not_run"]
-    ] or torch.cuda.is_available()
+    # What -k selected and could not run, and nothing it deselected (torch_roll-cuda, the other peers).
+    assert [(e["computation"], e["device"], e["kind"]) for e in run["sw"]["not_run"]] == [("rep_cross", "cpu", "layer")]
+    assert run["sw"]["not_run"][0]["reason"].startswith("timed from the full tier on: ")
+    assert run["sw"]["suites"] == ["sweep_small_kernel"] and list(run["sw"]["suite_descriptions"]) == ["sweep_small_kernel"]
+    probes = run["sw"]["probes"]  # before the first benchmark and after the last
+    assert set(probes) == {"start", "end"} and probes["start"]["cpu"] == peaks and probes["end"]["cpu"]["gflops"] == 50
+    assert "kernels" not in run["sw"] or run["sw"]["kernels"] == []  # swbench kernels' artifact, not compiled here
     # The report command reads the real file: the failure and the timed computations appear.
     from harness.cli import main
 
     assert main(["report", str(output), "--output", str(tmp_path / "report.md")]) == 0
     markdown = (tmp_path / "report.md").read_text()
-    assert "| k3     | torch_roll" in markdown and "bad_zeros" in markdown.split("## Failures")[1]
+    results = markdown.split("### Suite `sweep_small_kernel`")[1].split("##")[0]
+    timed_rows = [[cell.strip() for cell in line.strip("|").split("|")][:2] for line in results.splitlines() if line.startswith("| k3")]
+    assert ["k3", "torch_roll"] in timed_rows and ["k3", "rep_merged"] in timed_rows
+    assert "bad_zeros" in markdown.split("## Failures")[1] and "rep_cross" in markdown.split("## Not run")[1]
     assert list(tmp_path.glob("report-roofline-*.png"))  # one case: no sweep varies, no sweep plot

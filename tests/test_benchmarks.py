@@ -3,11 +3,11 @@
 Deselected in the normal test run. Options: ``--suite``, ``--tier quick|full``,
 ``--bench-device``, ``--peak-gflops``/``--peak-gbps``, ``--l2-flush`` (harness/bench_plugin.py).
 Save results with ``--benchmark-json=FILE`` and turn them into a report with ``swbench report FILE``.
-What one benchmark does (verify against the reference, time, record) is ``harness.bench.Session.measure``.
+The items are ``harness.bench.layer_items``; what one benchmark does (verify against the
+reference, time, record) is ``harness.bench.Session.measure``: a wrong result raises there,
+before anything is timed.
 """
 
 
-def test_throughput(benchmark, computation, bench_device, bench_case, bench_session):
-    # A wrong result raises ResultMismatch (an AssertionError) before anything is timed.
-    row = bench_session.measure(benchmark, computation, bench_case, bench_device)
-    assert row.verified, f"{row.computation} on {row.case}: timed without a verified result"
+def test_throughput(benchmark, layer_item, bench_session):
+    bench_session.measure(benchmark, layer_item)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 
 import pandas as pd
@@ -11,7 +12,9 @@ from matplotlib.figure import Figure
 
 from harness.perf import Workload, derived_metrics
 from harness.registry import Role
-from harness.results import BenchmarkRow
+import dataclasses
+
+from harness.results import BenchmarkRow, Failure, NetworkRow, NotRun, RunRecord
 from harness.report import (
     ReportInputError,
     compare,
@@ -74,8 +77,7 @@ def make_run(node: str = "box-a", medians: dict | None = None, benchmarks: list 
                    "gpu": None, "peaks": peaks or PEAKS, "software": {"python": "3.11.9", "torch": "2.13.0+cpu"}},
         },
         "commit_info": {}, "datetime": "2025-01-02T03:04:05+00:00", "version": "5.3.1", "benchmarks": benchmarks,
-        "sw": {"tier": "quick", "suites": ["sw_small"], "command": "pytest --benchmark-only --suite sw_small",
-               "failures": [], "not_run": [], "kernels": [], "kernel_errors": {}} | sw,
+        "sw": RunRecord(tier="quick", suites=["sw_small"], command="pytest --benchmark-only --suite sw_small").to_json() | sw,
     }  # fmt: skip
 
 
@@ -293,15 +295,18 @@ def test_not_run_failures_and_kernels_tables(tmp_path):
     empty = render_report([save(tmp_path / "a.json", make_run())]).markdown
     assert "## Not run\n\nnone\n" in empty and "## Failures\n\nnone\n" in empty and "ptxas" not in empty
     run = make_run(
-        not_run=[{"computation": "numba_cuda", "device": "cuda", "reason": "no CUDA device"}],
-        failures=[{"computation": "torch_roll", "device": "cpu", "case": "c3", "error": "ResultMismatch: a|b"}],
+        not_run=[dataclasses.asdict(NotRun("numba_cuda", "cuda", "no CUDA device"))],
+        failures=[dataclasses.asdict(Failure("torch_roll", "cpu", "c3", "ResultMismatch: a|b"))],
         kernels=[{"implementation": "cupy_fused", "kernel": "sw_fwd", "arch": "sm_80", "registers": 40,
                   "shared_bytes": 0, "constant_bytes": None, "stack_bytes": 0, "spill_stores": 0,
                   "spill_loads": 0, "barriers": 1}],
         kernel_errors={"numba_shared": "NvrtcError: boom"},
     )  # fmt: skip
     markdown = render_report([save(tmp_path / "b.json", run)]).markdown
-    assert "| numba_cuda    | cuda     | no CUDA device |" in markdown
+    not_run = markdown.split("## Not run")[1].split("##")[0]
+    assert ["numba_cuda", "cuda", "no CUDA device"] in [
+        [cell.strip() for cell in line.strip("|").split("|")] for line in not_run.splitlines() if line.startswith("|")
+    ]
     assert "ResultMismatch: a\\|b" in markdown  # a pipe in an error does not break the table
     kernels = markdown.split("## GPU kernels (ptxas)")[1]
     assert "registers/thread" in kernels and "sw_fwd" in kernels and "numba_shared: kernels did not build" in kernels
@@ -401,34 +406,66 @@ def test_a_baseline_with_different_probes_is_not_called_a_regression(tmp_path):
     assert "not comparable on 6 results" in section
 
 
-def test_files_of_the_first_schema_are_read_with_the_roles_they_had(tmp_path):
+def test_files_of_the_first_schema_are_refused_and_the_upgrade_gives_the_roles_they_had(tmp_path):
+    import runpy
+
     legacy = make_run()
+    roles = {}
     for bench in legacy["benchmarks"]:
         extra = bench["extra_info"]
-        role = extra.pop("role")
-        for key in ("schema", "baseline", "setup_seconds"):
+        roles[extra["computation"]] = extra.pop("role")
+        for key in ("schema", "kind", "baseline", "setup_seconds"):
             del extra[key]
         extra["kind"] = "peer" if extra["computation"].startswith("rep_") else "implementation"
-        assert role  # it had one
-    frame = results_frame(load_runs([save(tmp_path / "old.json", legacy)]))
-    roles = dict(zip(frame.computation, frame.role))
-    assert roles == {"numba_cpu": "implementation", "torch_roll": "pytorch_way", "rep_merged": "pytorch_way"}
-    assert frame[frame.computation == "rep_merged"].baseline.all()
+    path = save(tmp_path / "old.json", legacy)
+    with pytest.raises(ReportInputError, match="no 'schema' key .*upgrade_schema1.py"):
+        load_runs([path])
+    upgrade = runpy.run_path(str(Path(__file__).parents[1] / "reports" / "notes" / "upgrade_schema1.py"))
+    upgrade["main"]([str(path)])
+    frame = results_frame(load_runs([path]))
+    assert dict(zip(frame.computation, frame.role)) == roles == {
+        "numba_cpu": "implementation", "torch_roll": "pytorch_way", "rep_merged": "pytorch_way"}  # fmt: skip
+    assert frame[frame.computation == "rep_merged"].baseline.all() and not frame[frame.computation != "rep_merged"].baseline.any()
 
 
-def test_model_benchmarks_are_left_to_their_own_section(tmp_path):
+def network_benchmark(network: str, impl: str | None, median: float, **values) -> dict:
+    """One stored network benchmark, its row written by the schema's owner (harness.results.NetworkRow)."""
+    fields = dict(computation=f"{network}[{impl}]" if impl else network, network=network, implementation=impl,
+                  label=network, device="cpu", case=f"{network}-b1", suite="models", batch=1, height=224, width=224,
+                  small_kernel=None, flops=9_800_000_000, compulsory_bytes=10**8, params=31_000_000, sw_time_share=0.4,
+                  threads=2, dtype="float32", memory_format="contiguous", verified="float64: checked") | values  # fmt: skip
+    stats = {"min": median, "max": median, "mean": median, "stddev": 0.0, "rounds": 3, "median": median,
+             "iqr": 0.0, "q1": median, "q3": median, "ops": 1 / median, "iterations": 1}  # fmt: skip
+    return {"name": fields["computation"], "stats": stats, "extra_info": NetworkRow(**fields).to_extra_info()}
+
+
+def test_network_rows_are_validated_and_go_to_their_own_section(tmp_path):
     run = make_run()
-    stats = dict(run["benchmarks"][0]["stats"], median=0.5)
-    for network, impl in (("sw_tiny", "numba_cpu"), ("unireplknet_tiny", None)):
-        extra = {"kind": "model", "computation": f"{network}[{impl}]" if impl else network, "network": network,
-                 "implementation": impl, "device": "cpu", "case": f"{network}-b1", "suite": "models", "batch": 1,
-                 "params": 31e6, "gflop_per_image": 9.8, "sw_time_share": 0.4, "threads": 2}  # fmt: skip
-        run["benchmarks"].append({"name": network, "stats": stats if impl else dict(stats, median=0.25), "extra_info": extra})
+    run["benchmarks"] += [network_benchmark("sw_tiny", "numba_cpu", 0.5), network_benchmark("unireplknet_tiny", None, 0.25)]
     path = save(tmp_path / "m.json", run)
     frame = results_frame(load_runs([path]))
     assert len(frame) == 6 and "sw_tiny[numba_cpu]" not in set(frame.computation)
     table7 = render_report([path]).markdown.split("## Table 7 on this machine")[1].split("## Results")[0]
-    assert "numba_cpu" in table7 and "0.5" in table7  # SW-tiny 2 images/s over UniRepLKNet-T 4 images/s
+    rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")] for line in table7.splitlines())}
+    assert rows["SW-tiny"][1:5] == ["numba_cpu", "2", "378", "9.8"]  # 1 image / 0.5 s; GFLOP/image from the count
+    assert rows["SW-tiny / UniRepLKNet-T"][1] == "0.5 (SW: numba_cpu)"  # 2 images/s over 4 images/s
+    broken = make_run()
+    broken["benchmarks"].append(network_benchmark("sw_tiny", "numba_cpu", 0.5))
+    del broken["benchmarks"][-1]["extra_info"]["params"]
+    with pytest.raises(ReportInputError, match="benchmark 'sw_tiny\\[numba_cpu\\]': extra_info has no 'params' key"):
+        load_runs([save(tmp_path / "broken.json", broken)])
+
+
+def test_untyped_model_rows_of_older_files_are_read_as_network_rows(tmp_path):
+    typed = make_run(benchmarks=[network_benchmark("sw_tiny", "numba_cpu", 0.5)])
+    old = json.loads(json.dumps(typed))
+    extra = old["benchmarks"][0]["extra_info"]
+    del extra["schema"]
+    extra.update(kind="model", gflop_per_image=-1.0, images_per_s=-1.0)  # derived values, stored then: not used
+    (tmp_path / "typed").mkdir(), (tmp_path / "old").mkdir()
+    first, second = save(tmp_path / "typed" / "run.json", typed), save(tmp_path / "old" / "run.json", old)
+    assert load_runs([second])[0].network_rows() == load_runs([first])[0].network_rows()
+    assert render_report([first]).markdown == render_report([second]).markdown
 
 
 def test_a_suite_is_introduced_by_its_description(tmp_path):

@@ -464,8 +464,6 @@ def _benchmark(rec: Recorder, dry_run: bool, name: str, selection: list[str], ex
     output.parent.mkdir(parents=True, exist_ok=True)
     args = [tests, "--benchmark-only", "-p", "no:randomly", "-p", "no:cacheprovider", "-q", f"--benchmark-json={output}",
             "--bench-device", _device(dry_run), *selection, *extra, *_measured_peaks(Path(rec.output))]  # fmt: skip
-    if dry_run or name != "timing":  # NVRTC builds of every kernel: once a day (the timing run), not per run
-        args.append("--no-kernel-table")
     if importlib.util.find_spec("xdist"):
         args += ["-n", "0"]
     prelude = "import sys, torch; torch.backends.cudnn.benchmark = True; " if cudnn_benchmark else "import sys; "

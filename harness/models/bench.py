@@ -31,7 +31,6 @@ import functools
 import os
 import time
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,10 +38,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from harness.bench import Prepared, Selection
 from harness.cases import DEFAULT_CASES_DIR, CASE_TIERS, in_tier
 from harness.models.layers import REFERENCE, ShiftwiseConv2d, available_implementations
 from harness.models.networks import NETWORKS, build_network, make_rep, network_info, sw_layers
 from harness.reference import error_bound, reference_forward
+from harness.results import NetworkRow
 
 SUITE = "models"
 #: End-to-end float64 tolerance relative to the reference logits' largest magnitude (see above).
@@ -320,20 +321,15 @@ def sw_time_share(net: nn.Module, x: torch.Tensor) -> float:
     return spent[0] / total if total > 0 else float("nan")
 
 
-@dataclass(frozen=True)
-class PreparedModel:
-    run: Callable[[], torch.Tensor]
-    extra_info: dict
-
-
 def _input(case: ModelCase, batch: int, dtype: torch.dtype, device: str, memory_format) -> torch.Tensor:
     generator = torch.Generator().manual_seed(case.seed + 1)
     x = torch.randn(batch, 3, case.height, case.width, generator=generator, dtype=dtype)
     return x.to(device=device, memory_format=memory_format)
 
 
-def prepare(run: ModelRun, dtype: torch.dtype = torch.float32) -> PreparedModel:
-    """Build, verify (raises ModelMismatch) and make ready the timed call for ``run``."""
+def prepare(run: ModelRun, dtype: torch.dtype = torch.float32) -> Prepared:
+    """Build, verify (raises ModelMismatch) and make ready the timed call for ``run``: a
+    ``harness.bench.Prepared`` whose row is a ``harness.results.NetworkRow``."""
     if run.skip:
         raise RuntimeError(f"{run.id} is not run here: {run.skip}")
     case, device = run.case, run.device
@@ -354,24 +350,79 @@ def prepare(run: ModelRun, dtype: torch.dtype = torch.float32) -> PreparedModel:
         sync()
         return out
 
-    call()  # warm-up: JIT compilation, tables, allocator
+    def verify(logits: object) -> str:
+        """The timed network's logits (in ``dtype``): the float64 verification above compared the numbers."""
+        if not isinstance(logits, torch.Tensor) or logits.shape != (case.batch, 1000) or not bool(torch.isfinite(logits).all()):
+            raise ModelMismatch(f"{run.id}: the timed call's logits are not {case.batch} x 1000 finite numbers")
+        return verified
+
     params = sum(p.numel() for p in net.parameters())
     flops = count_flops(net, tuple(x.shape))
-    itemsize = x.element_size()
-    extra = dict(
-        kind="model", computation=run.computation, network=case.network, implementation=run.implementation,
-        label=info.label, device=device, case=case.name, suite=case.suite, batch=case.batch,
-        height=case.height, width=case.width, small_kernel=case.small_kernel, flops=flops,
-        compulsory_bytes=itemsize * (x.numel() + params + case.batch * 1000), params=params,
-        gflop_per_image=flops / case.batch / 1e9, sw_time_share=sw_time_share(net, x),
-        threads=torch.get_num_threads() if device == "cpu" else None, dtype=str(dtype).removeprefix("torch."),
-        memory_format="channels_last" if memory_format == torch.channels_last else "contiguous", verified=verified,
-    )  # fmt: skip
-    return PreparedModel(call, extra)
+    def row(verified: str) -> NetworkRow:
+        """After the session's first (warm-up) call: the SW share of a warm network."""
+        share = sw_time_share(net, x)
+        return NetworkRow(
+            computation=run.computation, network=case.network, implementation=run.implementation, label=info.label,
+            device=device, case=case.name, suite=case.suite, batch=case.batch, height=case.height, width=case.width,
+            small_kernel=case.small_kernel, flops=flops,
+            compulsory_bytes=x.element_size() * (x.numel() + params + case.batch * 1000), params=params,
+            sw_time_share=share, threads=torch.get_num_threads() if device == "cpu" else None,
+            dtype=str(dtype).removeprefix("torch."),
+            memory_format="channels_last" if memory_format == torch.channels_last else "contiguous", verified=verified,
+        )  # fmt: skip
+
+    return Prepared(call, verify, row, rounds=case.rounds)
+
+
+@dataclass(frozen=True)
+class NetworkItem:
+    """A ``ModelRun`` as a benchmark item (``harness.bench.Item``)."""
+
+    run: ModelRun
+    kind = "network"
+
+    @property
+    def computation(self) -> str:
+        return self.run.computation
+
+    @property
+    def device(self) -> str:
+        return self.run.device
+
+    @property
+    def case_name(self) -> str:
+        return self.run.case.name
+
+    @property
+    def suite(self) -> str:
+        return self.run.case.suite
+
+    @property
+    def group(self) -> str:
+        return f"{self.run.case.suite}/{self.run.case.name}"
+
+    @property
+    def id(self) -> str:
+        return self.run.id
+
+    @property
+    def skip(self) -> str | None:
+        return self.run.skip
+
+    def prepare(self, session) -> Prepared:
+        return prepare(self.run, session.dtype)
+
+
+def network_items(selection: Selection) -> list[NetworkItem]:
+    """Every network run the selected suites and tier ask for, as benchmark items."""
+    suites = list(selection.suites) if selection.suites else None
+    if not load_model_cases(suites=suites):
+        return []
+    return [NetworkItem(run) for run in model_runs(suites, selection.tier, selection.devices, selection.dtype)]
 
 
 __all__ = [
-    "END_TO_END_RTOL", "ModelCase", "ModelMismatch", "ModelRun", "PreparedModel", "build_for_benchmark", "count_flops",
+    "END_TO_END_RTOL", "ModelCase", "ModelMismatch", "ModelRun", "NetworkItem", "network_items", "build_for_benchmark", "count_flops",
     "ReferenceRecord", "load_model_cases", "load_model_suite", "model_runs", "prepare", "randomize_for_check",
     "reference_record", "sw_time_share",
     "verify_network", "NETWORKS",

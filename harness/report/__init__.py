@@ -16,6 +16,7 @@ report was made.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,15 +115,16 @@ def render_report(paths: Sequence[Path | str], baseline: Sequence[Path | str] | 
 
 
 def _table7(runs: Sequence[Run]) -> list[str]:
-    """The model-level section (Table 7 on this machine), when the runs have model benchmarks:
-    a row per model benchmark (its ``extra_info``, median and run label), rendered by the
-    networks' own section (``harness.models.table7``)."""
+    """The model-level section (Table 7 on this machine), when the runs have network benchmarks:
+    a row per network benchmark (its row, median and run label; GFLOP per image derived here),
+    rendered by the networks' own section (``harness.models.table7``)."""
     labels = run_labels(runs)
     rows = [
-        {**bench["extra_info"], "median_s": bench["stats"]["median"], "machine": labels[run.path], "file": run.path.name}
+        {"kind": "model", **dataclasses.asdict(row), "gflop_per_image": row.flops / row.batch / 1e9,
+         "median_s": stats["median"], "machine": labels[run.path], "file": run.path.name}
         for run in runs
-        for bench in run.model_benchmarks()
-    ]
+        for row, stats in run.network_rows()
+    ]  # fmt: skip
     if not rows:
         return []
     from harness.models.table7 import table7_section  # networks (and timm-like layers) only when needed

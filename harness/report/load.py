@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.results import BenchmarkRow, ResultFormatError
+from harness.results import BenchmarkRow, NetworkRow, ResultFormatError, Row, RunRecord, row_from_extra_info
 
 STATS = ("median", "iqr", "q1", "q3", "rounds")
 #: Two runs' peaks (FLOP/s or bytes/s) closer than this ratio are the same machine state.
@@ -46,15 +46,22 @@ class Run:
             return self.machine.get("peaks") or {}
         return (self.machine.get("gpu") or {}).get("peaks") or {}
 
+    @property
+    def record(self) -> RunRecord:
+        """The run's own record (validated when the file was loaded)."""
+        return RunRecord.from_json(self.data["sw"])
+
+    def all_rows(self) -> list[tuple[Row, dict]]:
+        """Every benchmark's typed row with its timing statistics."""
+        return [(row_from_extra_info(b["extra_info"]), b["stats"]) for b in self.data["benchmarks"]]
+
     def rows(self) -> list[tuple[BenchmarkRow, dict]]:
-        """Each layer benchmark's row with its timing statistics (model benchmarks excluded)."""
-        return [(BenchmarkRow.from_extra_info(b["extra_info"]), b["stats"]) for b in self.layer_benchmarks()]
+        """Each layer benchmark's row with its timing statistics."""
+        return [(row, stats) for row, stats in self.all_rows() if isinstance(row, BenchmarkRow)]
 
-    def layer_benchmarks(self) -> list[dict]:
-        return [b for b in self.data["benchmarks"] if b["extra_info"].get("kind") != "model"]
-
-    def model_benchmarks(self) -> list[dict]:
-        return [b for b in self.data["benchmarks"] if b["extra_info"].get("kind") == "model"]
+    def network_rows(self) -> list[tuple[NetworkRow, dict]]:
+        """Each network benchmark's row with its timing statistics (the Table 7 section)."""
+        return [(row, stats) for row, stats in self.all_rows() if isinstance(row, NetworkRow)]
 
 
 def same_peaks(first: dict, second: dict, tolerance: float = PEAKS_TOLERANCE) -> bool:
@@ -92,6 +99,10 @@ def load_runs(paths: Iterable[Path | str]) -> list[Run]:
             _require(info["sw"], key, path, "machine_info.sw")
         for key in ("command", "failures", "not_run"):
             _require(data["sw"], key, path, "sw")
+        try:
+            RunRecord.from_json(data["sw"])
+        except ResultFormatError as error:
+            raise ReportInputError(f"{path}: {error}") from None
         benchmarks = _require(data, "benchmarks", path, "the file")
         for number, bench in enumerate(benchmarks if isinstance(benchmarks, list) else [None]):
             where = f"benchmark {bench.get('name', number) if isinstance(bench, dict) else number!r}"
@@ -99,10 +110,8 @@ def load_runs(paths: Iterable[Path | str]) -> list[Run]:
             for key in STATS:
                 if not isinstance(_require(stats, key, path, f"{where} stats"), (int, float)):
                     raise ReportInputError(f"{path}: {where} stats {key!r} is not a number: {stats[key]!r}")
-            if isinstance(extra, dict) and extra.get("kind") == "model":
-                continue  # model benchmarks: read by the Table 7 section
             try:
-                BenchmarkRow.from_extra_info(extra)
+                row_from_extra_info(extra)
             except ResultFormatError as error:
                 raise ReportInputError(f"{path}: {where}: {error}") from None
         runs.append(Run(path, data))
