@@ -8,7 +8,8 @@ made here (``layer_items``): every implementation from ``impls/`` and every peer
 ``Computation`` with its declared role; network and training items by ``harness.models.bench``.
 An implementation's output must match the reference within the error bound before it is timed
 (timing a wrong answer is meaningless); a PyTorch way is held to the bound of its form (its
-three branches, or their sum: ``harness.reference.summed_bound``).
+three branches, or their sum: ``harness.reference.summed_bound``); another operator to its own
+float64 evaluation (``harness.peers.checked_convs``).
 
 ``Session`` runs one benchmark (``Session.measure``: prepare, verify, time, record) and keeps
 the run's record beside the timings (``harness.results.RunRecord``: failures, what was not run
@@ -24,11 +25,14 @@ from typing import Protocol
 
 import torch
 
-from harness import gputime, machine
+from harness import eligibility, gputime, machine
 from harness.cases import TIERS, Case, in_tier, load_cases
-from harness.checking import CheckCase, bitwise_equal, compare_with_reference, expected_result, integrity, make_inputs
+from harness.eligibility import Purpose
+from harness.checking import (CheckCase, bitwise_equal, compare_with_reference, describe_mismatch, expected_result,
+                              integrity, make_inputs)  # fmt: skip
 from harness.peers import Peer, peers
 from harness.perf import Workload, useful_flops
+from harness.reference import summed_bound
 from harness.registry import Implementation, Role, implementations
 from harness.results import BenchmarkRow, Failure, NotRun, Row, RunRecord
 from harness.traffic import compulsory_bytes
@@ -122,18 +126,13 @@ class Computation:
     def devices(self) -> tuple[str, ...]:
         return self.implementation.devices if self.implementation else ("cpu", "cuda")
 
-    def not_benchmarked_reason(self, device: str, tier: str = "full") -> str | None:
-        """Why this computation is not timed on ``device`` in a ``tier`` run here, or None if it is."""
+    def not_benchmarked_reason(self, device: str, tier: str = "full", dtype: torch.dtype | None = None) -> str | None:
+        """Why this computation is not timed on ``device`` in ``dtype`` in a ``tier`` run here, or None if it is."""
         if self.peer is not None and not tier_includes(tier, self.peer.tier):
             return f"timed from the {self.peer.tier} tier on: {self.peer.tier_reason}"
-        if self.implementation is None:
-            if device == "cuda" and not torch.cuda.is_available():
-                return "no CUDA device (torch.cuda.is_available() is False)"
-            return None
-        execution = self.implementation.runs_on(device)
-        if execution.unavailable is None and execution.emulated:
-            return f"{execution.mode}: an emulation of GPU code, checked for correctness but never timed"
-        return execution.unavailable
+        if self.peer is not None and self.peer.unavailable() is not None:
+            return self.peer.unavailable()
+        return eligibility.reason(self.implementation, device, dtype, Purpose.LAYER)
 
     def execution_mode(self, device: str) -> str:
         return self.implementation.execution_mode(device) if self.implementation else f"torch on {device}"
@@ -159,7 +158,7 @@ class Computation:
             prepared = self.peer.prepare(case, x, weight)
             workload = Workload(case.batch, prepared.flops, prepared.compulsory_bytes, None)
             return Prepared(
-                _synchronized(prepared.run, device), self._peer_verify(case, x, weight, dtype),
+                _synchronized(prepared.run, device), self._peer_verify(case, x, weight, dtype, prepared.verify),
                 lambda verified: row(verified, workload, prepared.setup_seconds), prepared.setup_seconds,
             )  # fmt: skip
 
@@ -181,8 +180,34 @@ class Computation:
         return Prepared(_synchronized(run, device), verify, lambda verified: row(verified, workload, None),
                         inputs=(x, weight), source=impl.source)  # fmt: skip
 
-    def _peer_verify(self, case: Case, x: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> Callable[[object], str]:
-        return lambda result: "peer: computes the branches another way, not compared here"
+    def _peer_verify(self, case: Case, x: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype,
+                     own: Callable[[object], str] | None) -> Callable[[object], str]:  # fmt: skip
+        """A PyTorch way against the SW reference with the bound of its form: its three branches
+        within ``error_bound``, or their sum (one output) within ``summed_bound``; another
+        operator by its own check (``PreparedPeer.verify``)."""
+        if own is not None:
+            return own
+        if self.role is not Role.PYTORCH_WAY:
+            raise ValueError(f"peer {self.name}: another operator must check its own result (PreparedPeer.verify)")
+        spec = case.spec()
+
+        def verify(result: object) -> str:
+            expected = expected_result(x, weight, spec, exact=False)
+            outputs = result if isinstance(result, tuple) else (result,)
+            if len(outputs) == 3:
+                problems = compare_with_reference(outputs, expected, dtype)
+                what = "matches the reference within the error bound"
+            elif len(outputs) == 1:
+                bound = summed_bound(x.double(), weight.double(), spec, dtype)
+                message = describe_mismatch(outputs[0], sum(expected.branches), bound, dtype)
+                problems, what = ([f"the branches' sum: {message}"] if message else []), "the branches' sum matches the reference within its error bound"
+            else:
+                problems, what = [f"expected the three branches or their sum, got {len(outputs)} outputs"], ""
+            if problems:
+                raise ResultMismatch(f"{self.name} on {case.name}: " + "; ".join(problems))
+            return what
+
+        return verify
 
 
 def tier_includes(run_tier: str, first_tier: str) -> bool:
@@ -250,7 +275,7 @@ def layer_items(selection: Selection) -> list[LayerItem]:
         for device in selection.devices:
             if device not in computation.devices:
                 continue
-            reason = computation.not_benchmarked_reason(device, selection.tier)
+            reason = computation.not_benchmarked_reason(device, selection.tier, selection.dtype)
             if reason is not None:
                 items.append(LayerItem(computation, device, None, reason))
                 continue

@@ -27,9 +27,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import machine
+from harness import eligibility, machine
 from harness.bench import Item, Selection, Session, layer_items
 from harness.cases import TIERS, load_cases, suite_descriptions
+from harness.eligibility import Purpose
 from harness.registry import discover, implementations
 from harness.results import RunRecord
 
@@ -142,7 +143,7 @@ def _parametrize_implementations(metafunc: pytest.Metafunc) -> None:
     params = []
     for name, impl in sorted(implementations().items()):
         for device in impl.devices:
-            reason = impl.unavailable_reason(device)
+            reason = eligibility.reason(impl, device, None, Purpose.CHECK)
             marks = [pytest.mark.skip(reason=f"{name} on {device}: {reason}")] if reason else []
             params.append(pytest.param(impl, device, id=f"{name}-{device}", marks=marks))
     metafunc.parametrize(("impl", "device"), params)

@@ -145,6 +145,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     kernels.set_defaults(command=_kernels)
     kernels.add_argument("--output", type=Path, help="also write the table as markdown to this file")
+    kernels.add_argument("--json", type=Path, metavar="KERNELS.json",
+                         help="also write the figures as JSON, for `swbench report --kernels` (fails if the file exists; --overwrite)")
     kernels.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
 
     _add_gpu_day(commands)
@@ -164,6 +166,7 @@ def _parser() -> argparse.ArgumentParser:
         "two runs of the same code; default 1: IQRs only)",
     )  # fmt: skip
     report.add_argument("--notes", type=Path, metavar="NOTES.md", help="markdown included after the summary (e.g. a profile)")
+    report.add_argument("--kernels", type=Path, metavar="KERNELS.json", help="the GPU kernels' figures (`swbench kernels --json`) to list")
     report.add_argument("--overwrite", action="store_true", help="replace the report's files if they exist")
     return parser
 
@@ -283,7 +286,7 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     try:
         notes = args.notes.read_text() if args.notes else None
         written = write_report(
-            args.runs, args.output, args.baseline, args.overwrite, args.title, notes, args.noise_floor
+            args.runs, args.output, args.baseline, args.overwrite, args.title, notes, args.noise_floor, args.kernels
         )
     except (ValueError, OSError) as error:  # ReportInputError is a ValueError; FileExistsError, FileNotFoundError, ...
         console.print(f"[red]cannot write the report:[/] {escape(str(error))}")
@@ -301,9 +304,10 @@ def _kernels(args: argparse.Namespace, console: Console) -> int:
     if reason:
         console.print(f"[red]cannot build kernels:[/] {escape(reason)}")
         return EXIT_FAILED
-    if args.output and args.output.exists() and not args.overwrite:
-        console.print(f"[red]{args.output} exists[/]; pass --overwrite to replace it")
-        return EXIT_FAILED
+    for target in (args.output, args.json):
+        if target and target.exists() and not args.overwrite:
+            console.print(f"[red]{target} exists[/]; pass --overwrite to replace it")
+            return EXIT_FAILED
     found = discover(args.impls_dir)
     frame, errors = kernel_table(found.implementations.values())
     markdown = kernel_table_markdown(frame)
@@ -312,6 +316,10 @@ def _kernels(args: argparse.Namespace, console: Console) -> int:
     console.print(markdown, markup=False, soft_wrap=True)
     if args.output:
         write_text_atomically(args.output, overwrite=args.overwrite, text=f"# CUDA kernels: ptxas, SASS, occupancy and lower-bound estimates (no GPU needed)\n\nMade by `swbench kernels` (`make kernels`).\n\n{markdown}\n")
+    if args.json:
+        from harness.report.load import kernels_json
+
+        write_text_atomically(args.json, kernels_json(frame, errors), overwrite=args.overwrite)
     return outcome(len(frame), len(errors) + len(found.errors))
 
 

@@ -20,8 +20,8 @@ against channels_last, oneDNN), and which one wins depends on the layer, so a us
 them all.
 
 A peer's ``flops`` are those its convolutions execute (2 per tap per output element, zero taps
-of padded and cross kernels included, since a dense conv runs them; torch_roll's adds
-included); its compulsory bytes are its input, kernels and outputs, each moved once.
+of padded and cross kernels included, since a dense conv runs them; a slice-and-add shift-add's
+adds included); its compulsory bytes are its input, kernels and outputs, each moved once.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from harness.cases import Case
-from harness.reference import merge_kernels, merged_forward, no_tf32, small_conv
-from harness.registry import Role
+from harness.reference import gamma, merge_kernels, merged_forward, no_tf32, small_conv
+from harness.registry import Computes, Implementation, Role, implementations
 from harness.spec import ShiftwiseSpec
 
 
@@ -48,6 +48,9 @@ class PreparedPeer:
     compulsory_bytes: int
     #: compile / preparation time (torch.compile), reported separately, never timed
     setup_seconds: float | None = None
+    #: another operator's check of its own result (``checked_convs``): raises AssertionError or
+    #: says what was verified. None for a PyTorch way: the benchmarks compare it with the SW reference.
+    verify: Callable[[object], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class Peer:
     tier: str = "quick"
     #: why it waits for that tier, for the not-run listing
     tier_reason: str = ""
+    #: why it cannot be prepared here (None: it can), asked before it is timed
+    unavailable: Callable[[], str | None] = lambda: None
 
 
 def _depthwise(x: torch.Tensor, kernel: torch.Tensor, padding: tuple[int, int, int, int]) -> torch.Tensor:
@@ -91,6 +96,34 @@ def _rep_merged(case: Case, x: torch.Tensor, weight: torch.Tensor) -> PreparedPe
     return PreparedPeer(
         lambda: merged_forward(x, kernels, spec, deterministic=False), _conv_flops(x, merged), _bytes(x, merged, 3)
     )
+
+
+def checked_convs(x: torch.Tensor, convs: list[tuple[torch.Tensor, tuple[int, int, int, int]]]) -> Callable[[object], str]:
+    """The check of another operator's depthwise convs ``convs`` ((kernel, F.pad padding) each)
+    on ``x``: each output within gamma_n of x's dtype (n: the kernel's taps) of the same conv in
+    float64, plus float64's own gamma_n, times |x| conv |kernel| (the bound of ``error_bound``,
+    for one conv)."""
+    x64 = x.detach().double()
+    wanted, bounds = [], []
+    with torch.no_grad():
+        for kernel, padding in convs:
+            k64, taps = kernel.detach().double(), kernel[0].numel()
+            wanted.append(_depthwise(x64, k64, padding))
+            magnitude = _depthwise(x64.abs(), k64.abs(), padding)
+            bounds.append((gamma(taps, x.dtype) + gamma(taps, torch.float64)) * magnitude)
+
+    def verify(result: object) -> str:
+        outputs = result if isinstance(result, tuple) else (result,)
+        if len(outputs) != len(wanted):
+            raise AssertionError(f"expected {len(wanted)} outputs, got {len(outputs)}")
+        for index, (got, want, bound) in enumerate(zip(outputs, wanted, bounds)):
+            excess = (got.detach().double() - want).abs() - bound
+            if got.shape != want.shape or not bool((excess <= 0).all()):
+                worst = excess.max().item() if got.shape == want.shape else float("nan")
+                raise AssertionError(f"output {index}: differs from its float64 evaluation beyond the bound (by {worst:.3g})")
+        return "another operator: matches its own float64 evaluation within the error bound"
+
+    return verify
 
 
 def _radius(spec: ShiftwiseSpec) -> int:
@@ -191,27 +224,40 @@ def _compiled_rep_merged(case: Case, x: torch.Tensor, weight: torch.Tensor) -> P
     return PreparedPeer(run, _conv_flops(x, merged), _bytes(x, merged, 3), seconds)
 
 
-def torch_roll_flops(spec: ShiftwiseSpec, shape: tuple[int, int, int, int]) -> int:
-    """What torch_roll executes: the small conv of all C*nk kernels (pruned ones too) on the
-    (H+2e) x (W+2e) positions, then one add per (group, slot) window and output element."""
+def shift_add_flops(spec: ShiftwiseSpec, shape: tuple[int, int, int, int]) -> int:
+    """What a slice-and-add shift-add executes after the small conv: the conv of all C*nk kernels
+    (pruned ones too) on the (H+2e) x (W+2e) positions, then one add per (group, slot) window
+    and output element."""
     batch, channels, height, width = shape
     e = spec.extra_pad
     conv = 2 * spec.small_kernel**2 * channels * spec.nk * batch * (height + 2 * e) * (width + 2 * e)
     return conv + batch * channels * height * width * (2 * spec.groups * spec.nk + spec.groups)
 
 
-def _compiled_torch_roll(case: Case, x: torch.Tensor, weight: torch.Tensor) -> PreparedPeer:
-    from harness.registry import implementations
+def pytorch_shift_add() -> Implementation | None:
+    """The shift-add written in plain PyTorch, by what implementations declare (``computes``
+    SHIFT_ADD, ``role`` PYTORCH_WAY), the highest ``rank`` first (ties by name); None if none."""
+    ways = [impl for impl in implementations().values()
+            if impl.computes is Computes.SHIFT_ADD and impl.role is Role.PYTORCH_WAY]  # fmt: skip
+    return min(ways, key=lambda impl: (-impl.rank, impl.name), default=None)
 
+
+def _no_pytorch_shift_add() -> str | None:
+    if pytorch_shift_add() is None:
+        return "no implementation declares a PyTorch shift-add (computes=SHIFT_ADD, role=PYTORCH_WAY)"
+    return None
+
+
+def _compiled_shift_add(case: Case, x: torch.Tensor, weight: torch.Tensor) -> PreparedPeer:
     spec = case.spec()
-    shift_add = implementations()["torch_roll"].fn
+    shift_add = pytorch_shift_add().fn
 
     def forward():
         return shift_add(small_conv(x, weight, spec), spec)
 
     with no_tf32():
         run, seconds = _compiled(forward)
-    return PreparedPeer(run, torch_roll_flops(spec, tuple(x.shape)), _bytes(x, [weight], 3), seconds)
+    return PreparedPeer(run, shift_add_flops(spec, tuple(x.shape)), _bytes(x, [weight], 3), seconds)
 
 
 def _random_kernels(case: Case, x: torch.Tensor, shapes: list[tuple[int, int]]) -> list[torch.Tensor]:
@@ -226,15 +272,14 @@ def _slak_strips(case: Case, x: torch.Tensor, weight: torch.Tensor) -> PreparedP
     m = case.big_kernel
     tall, wide, small = _random_kernels(case, x, [(m, 5), (5, m), (5, 5)])
 
+    convs = [(tall, (2, 2, m // 2, m // 2)), (wide, (m // 2, m // 2, 2, 2)), (small, (2, 2, 2, 2))]
+
     def run() -> tuple[torch.Tensor, ...]:
         with no_tf32():
-            return (
-                _depthwise(x, tall, (2, 2, m // 2, m // 2)),
-                _depthwise(x, wide, (m // 2, m // 2, 2, 2)),
-                _depthwise(x, small, (2, 2, 2, 2)),
-            )
+            return tuple(_depthwise(x, kernel, padding) for kernel, padding in convs)
 
-    return PreparedPeer(run, _conv_flops(x, [tall, wide, small]), _bytes(x, [tall, wide, small], 3))
+    return PreparedPeer(run, _conv_flops(x, [tall, wide, small]), _bytes(x, [tall, wide, small], 3),
+                        verify=checked_convs(x, convs))  # fmt: skip
 
 
 def _unireplk(case: Case, x: torch.Tensor, weight: torch.Tensor) -> PreparedPeer:
@@ -244,11 +289,11 @@ def _unireplk(case: Case, x: torch.Tensor, weight: torch.Tensor) -> PreparedPeer
         with no_tf32():
             return F.conv2d(x, kernel, padding=6, groups=x.shape[1])
 
-    return PreparedPeer(run, _conv_flops(x, [kernel]), _bytes(x, [kernel], 1))
+    return PreparedPeer(run, _conv_flops(x, [kernel]), _bytes(x, [kernel], 1), verify=checked_convs(x, [(kernel, (6, 6, 6, 6))]))
 
 
 #: Measured on the project's 2-core box (SW-tiny stage 1): an inductor compile per case's shape.
-_COMPILE_COST = "inductor compiles per case shape (21 s for rep_merged, 58 s for torch_roll at SW-tiny stage 1 on a 2-core CPU)"
+_COMPILE_COST = "inductor compiles per case shape (21 s for rep_merged, 58 s for the shift-add at SW-tiny stage 1 on a 2-core CPU)"
 
 
 def peers() -> dict[str, Peer]:
@@ -267,8 +312,8 @@ def peers() -> dict[str, Peer]:
              way, _rep_cross, tier="full", tier_reason="a dense (2R+1)^2 kernel: 0.55 s a call at SW-tiny stage 1, B=4, on a 2-core CPU"),
         Peer("compiled_rep_merged", "torch.compile (inductor) of rep_merged; compile time reported, not timed",
              way, _compiled_rep_merged, tier="full", tier_reason=_COMPILE_COST),
-        Peer("compiled_torch_roll", "torch.compile (inductor) of the small conv + torch_roll's slice-and-adds",
-             way, _compiled_torch_roll, tier="full", tier_reason=_COMPILE_COST),
+        Peer("compiled_shift_add", "torch.compile (inductor) of the small conv + the PyTorch shift-add's slice-and-adds",
+             way, _compiled_shift_add, tier="full", tier_reason=_COMPILE_COST, unavailable=_no_pytorch_shift_add),
         Peer("slak_strips", "SLaK: M x 5 + 5 x M + 5 x 5 depthwise convs (another operator)", other, _slak_strips),
         Peer("unireplk_13x13", "UniRepLKNet: one 13 x 13 depthwise conv (another operator)", other, _unireplk),
     ]  # fmt: skip

@@ -169,6 +169,19 @@ def error_bound(x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec, dtyp
     )
 
 
+def summed_bound(x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec, dtype: torch.dtype) -> torch.Tensor:
+    """Per-element bound on |computed - exact| of the three branches' sum h + v + i computed in
+    ``dtype`` by one summation of all their products (one conv with the summed cross kernel):
+    n = 2*E*nk*k*k + E*k*k products, so the bound is gamma_n of ``dtype`` times
+    |x| conv (|merge(W)| summed), plus the float64 oracle's own gamma_{n+3} (its three
+    branches' sums and the two adds between them); see ``error_bound``."""
+    with torch.no_grad():
+        magnitude = sum(reference_forward(x.detach().abs().double(), weight.detach().abs().double(), spec))
+    e, nk, k = spec.groups, spec.nk, spec.small_kernel
+    terms = 2 * e * nk * k * k + e * k * k
+    return BOUND_FACTOR * (_gamma(terms, dtype) + _gamma(terms + 3, torch.float64)) * magnitude
+
+
 def reference_gradients(
     x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec, grads: Branches
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,6 +236,11 @@ def gradient_bound(
 
 #: Multiplier of the rigorous worst-case bounds above; see ``error_bound``.
 BOUND_FACTOR = 1.0
+
+
+def gamma(n: int, dtype: torch.dtype) -> float:
+    """gamma_n = n*u / (1 - n*u) of ``dtype`` (Higham 3.1): the relative bound of an n-term sum of products."""
+    return _gamma(n, dtype)
 
 
 def _gamma(n: int, dtype: torch.dtype) -> float:

@@ -72,7 +72,12 @@ class Execution:
     #: GPU code run in an emulation (host build, Numba's simulator): checked like any other
     #: implementation, on smaller shapes, and never benchmarked.
     emulated: bool = False
+    #: the emulation is a host build of a ``.cu`` (``harness.cudac``): its checking modes apply
+    host_build: bool = False
 
+
+#: Why nothing runs on ``cuda`` here (the one wording: ``runs_on``, ``harness.eligibility``).
+NO_CUDA_DEVICE = "no CUDA device (torch.cuda.is_available() is False)"
 
 #: ``backward=AUTOGRAD``: the implementation's backward is autograd through its own forward
 #: (``autograd=True``: its own ``torch.autograd.Function``, or PyTorch ops).
@@ -182,7 +187,7 @@ class Implementation:
         if device.type not in self.devices:
             return Execution("not supported", f"runs on {', '.join(self.devices)}, not {device.type}")
         if device.type == "cuda" and not torch.cuda.is_available():
-            return Execution("no device", "no CUDA device (torch.cuda.is_available() is False)")
+            return Execution("no device", NO_CUDA_DEVICE)
         execution = self.execution(device)
         if not isinstance(execution, Execution):
             raise TypeError(f"implementation {self.name}: execution({device}) must return an Execution, got {execution!r}")

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {
     "harness.spec": 0, "harness.inputs": 0, "harness.reference": 0, "harness.moves": 0, "harness.traffic": 0,
     "harness.perf": 0, "harness.files": 0,
-    "harness.registry": 1, "harness.cases": 1,
+    "harness.registry": 1, "harness.cases": 1, "harness.eligibility": 1,
     "harness": 2,
     "harness.cudac": 3,
     "harness.checking": 4, "harness.cudac.sanitizers": 4,

@@ -39,7 +39,7 @@ def test_emulated_gpu_code_is_never_timed():
 
 def test_peers_too_slow_for_the_quick_tier_wait_for_the_full_tier():
     by_name = {c.name: c for c in computations()}
-    for name in ("compiled_rep_merged", "compiled_torch_roll", "rep_cross"):
+    for name in ("compiled_rep_merged", "compiled_shift_add", "rep_cross"):
         reason = by_name[name].not_benchmarked_reason("cpu", "quick")
         assert reason is not None and reason.startswith("timed from the full tier on: "), name
         assert by_name[name].not_benchmarked_reason("cpu", "full") is None

@@ -6,9 +6,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from harness import Role, error_bound, reference_forward
+from harness.bench import ResultMismatch, computations
 from harness.cases import Case
 from harness.checking import CheckCase, describe_mismatch, make_inputs
-from harness.peers import peers, torch_roll_flops
+from harness.peers import peers, pytorch_shift_add, shift_add_flops
+from harness.reference import summed_bound
 
 #: Small cases: k does not divide M (asymmetric merged strips), pruned kernels (NaN weights),
 #: odd sizes, and a map narrower than the kernel.
@@ -18,12 +20,7 @@ CASES = [
     Case("official", 7, 3, 5, 4, 2, 8, 8, tables="official", seed=0, sparsity=0.5),
 ]
 WAYS = sorted(name for name, peer in peers().items() if peer.role is Role.PYTORCH_WAY)
-COMPILED = {"compiled_rep_merged", "compiled_torch_roll"}
-
-
-def _gamma(n: int, dtype: torch.dtype) -> float:
-    u = torch.finfo(dtype).eps / 2
-    return n * u / (1 - n * u)
+COMPILED = {"compiled_rep_merged", "compiled_shift_add"}
 
 
 def _outputs(result) -> tuple[torch.Tensor, ...]:
@@ -48,11 +45,7 @@ def test_every_pytorch_way_matches_the_reference(name, case):
     else:
         # One conv summing all three branches' products: the bound of that many terms.
         (out,) = got
-        k2 = spec.small_kernel**2
-        terms = 2 * spec.groups * spec.nk * k2 + spec.groups * k2
-        magnitude = sum(reference_forward(x64.abs(), w64.abs(), spec))
-        bound = (_gamma(terms, torch.float32) + _gamma(terms + 3, torch.float64)) * magnitude
-        message = describe_mismatch(out, sum(expected), bound, torch.float32)
+        message = describe_mismatch(out, sum(expected), summed_bound(x64, w64, spec, torch.float32), torch.float32)
         assert message is None, f"{name}: {message}"
 
 
@@ -71,7 +64,7 @@ def test_conv_peer_flops_are_what_torch_counts(name):
     assert prepared.setup_seconds is None
 
 
-def test_torch_roll_flops_are_its_small_conv_as_torch_counts_plus_its_adds():
+def test_shift_add_flops_are_its_small_conv_as_torch_counts_plus_its_adds():
     from harness import implementations, small_conv
 
     case = CASES[0]
@@ -79,7 +72,7 @@ def test_torch_roll_flops_are_its_small_conv_as_torch_counts_plus_its_adds():
     inputs = make_inputs(CheckCase(case, "float32", "float"), nan_pruned=True)
     conv = counted_flops(lambda: small_conv(inputs.x, inputs.weight, spec))
     windows = 2 * spec.groups * spec.nk + spec.groups
-    assert torch_roll_flops(spec, case.input_shape) == conv + windows * inputs.x.numel()
+    assert shift_add_flops(spec, case.input_shape) == conv + windows * inputs.x.numel()
     # The adds are its slice-and-adds, one per window and output element (the counter sees no adds).
     shift_add = implementations()["torch_roll"].fn
     assert counted_flops(lambda: shift_add(small_conv(inputs.x, inputs.weight, spec), spec)) == conv
@@ -108,3 +101,38 @@ def test_channels_last_peers_keep_their_layout():
     for name in ("rep_merged_cl", "rep_merged_cl_pad"):
         for out in peers()[name].prepare(case, inputs.x, inputs.weight).run():
             assert out.is_contiguous(memory_format=torch.channels_last), name
+
+
+def test_the_compiled_shift_add_is_the_declared_pytorch_shift_add():
+    from harness import Computes, implementations
+
+    way = pytorch_shift_add()
+    assert way is not None and way.computes is Computes.SHIFT_ADD and way.role is Role.PYTORCH_WAY
+    assert way.name == "torch_roll" and peers()["compiled_shift_add"].unavailable() is None
+    assert {impl.name for impl in implementations().values() if impl.role is Role.PYTORCH_WAY} == {"torch_roll"}
+
+
+def test_summed_bound_is_tight_enough_to_catch_a_missing_branch():
+    case = CASES[0]
+    inputs = make_inputs(CheckCase(case, "float32", "float"), nan_pruned=True)
+    x64, w64, spec = inputs.x.double(), inputs.weight.double(), case.spec()
+    h, v, i = reference_forward(x64, w64, spec)
+    bound = summed_bound(x64, w64, spec, torch.float32)
+    assert describe_mismatch((h + v + i).float(), h + v + i, bound, torch.float32) is None
+    assert describe_mismatch((h + v).float(), h + v + i, bound, torch.float32) is not None
+
+
+@pytest.mark.parametrize("name", ["rep_merged", "rep_cross", "slak_strips", "unireplk_13x13"])
+def test_every_timed_peer_is_verified_and_a_wrong_result_is_refused(name):
+    """The benchmarks verify each peer's result before timing it (``Session.measure``), with the
+    bound of its form: three branches, their sum, or another operator's own float64 evaluation."""
+    (computation,) = [c for c in computations() if c.name == name]
+    prepared = computation.prepare(CASES[0], torch.float32, "cpu")
+    result = prepared.run()
+    verified = prepared.verify(result)
+    assert "within" in verified and "error bound" in verified
+    outputs = result if isinstance(result, tuple) else (result,)
+    wrong = tuple(o.clone() for o in outputs)
+    wrong[-1].view(-1)[0] += 1e-2 * (1 + wrong[-1].abs().max())
+    with pytest.raises(AssertionError):
+        prepared.verify(wrong if isinstance(result, tuple) else wrong[0])

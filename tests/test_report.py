@@ -310,6 +310,32 @@ def test_not_run_failures_and_kernels_tables(tmp_path):
     assert "ResultMismatch: a\\|b" in markdown  # a pipe in an error does not break the table
     kernels = markdown.split("## GPU kernels (ptxas)")[1]
     assert "registers/thread" in kernels and "sw_fwd" in kernels and "numba_shared: kernels did not build" in kernels
+    # A run writes no kernels now: they are `swbench kernels --json`'s artifact, merged by the report.
+    from harness.report.load import kernels_json
+
+    sw = {k: run["sw"][k] for k in ("kernels", "kernel_errors")}
+    plain = make_run(not_run=run["sw"]["not_run"], failures=run["sw"]["failures"])
+    artifact = tmp_path / "kernels.json"
+    artifact.write_text(kernels_json(pd.DataFrame(sw["kernels"]), sw["kernel_errors"]))
+    merged = render_report([save(tmp_path / "b.json", plain)], kernels=artifact).markdown
+    assert merged == markdown
+    artifact.write_text('{"kernels": {}}')
+    with pytest.raises(ReportInputError, match="kernels.json: the file has no 'kernel_errors' key"):
+        render_report([save(tmp_path / "b.json", plain)], kernels=artifact)
+
+
+def test_peaks_probed_again_at_the_end_flag_drift(tmp_path):
+    start = {"cpu": PEAKS}
+    steady = make_run(probes={"start": start, "end": {"cpu": dict(PEAKS, gflops=104.0)}})
+    drifted = make_run(probes={"start": start, "end": {"cpu": dict(PEAKS, gflops=60.0)}})
+    old = render_report([save(tmp_path / "old.json", make_run())]).markdown
+    steady_md = render_report([save(tmp_path / "steady.json", steady)]).markdown
+    drifted_md = render_report([save(tmp_path / "drifted.json", drifted)]).markdown
+    assert "peaks at the end" not in old
+    line = next(line for line in steady_md.splitlines() if "CPU peaks at the end" in line)
+    assert "104 GFLOP/s, 10.0 GB/s" in line and "drift" not in line
+    line = next(line for line in drifted_md.splitlines() if "CPU peaks at the end" in line)
+    assert "60.0 GFLOP/s, 10.0 GB/s **drift" in line
 
 
 def test_cli_entry_point_reports_errors_without_traceback(tmp_path, capsys):

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from harness import reference
+from harness import eligibility, reference
+from harness.eligibility import Purpose
 from harness.checking import compare, inputs, integrity
 from harness.checking.compare import Expected, bitwise_equal, compare_with_reference, describe_mismatch, expected_result
 from harness.checking.gradients import check_backward
@@ -71,9 +72,7 @@ def check(impl: Implementation, check_case: CheckCase, *, gradients: bool = True
     """Run ``impl`` on ``check_case`` and compare with the reference; never raises for the
     implementation's own errors (they are recorded as failures)."""
     folder = _folder_of(impl)
-    reason = impl.unavailable_reason(check_case.device)
-    if reason is None and check_case.torch_dtype not in impl.dtypes:
-        reason = f"does not support {check_case.dtype}"
+    reason = eligibility.reason(impl, check_case.device, check_case.torch_dtype, Purpose.CHECK)
     if reason is not None:
         return CheckResult(impl.name, check_case, skipped=reason, impls_dir=folder)
     spec = check_case.case.spec()

@@ -70,7 +70,8 @@ __all__ = [
 
 
 @functools.lru_cache(maxsize=None)
-def _load(path: Path, device: torch.device):
+def _load(path: Path, device: torch.device, version: int):
+    """Built once per (file, device, version: its modification time), so an edited ``.cu`` is rebuilt."""
     source = CudaSource.read(path)
     if device.type == "cpu":
         return HostModule.build(source)
@@ -81,8 +82,9 @@ def _load(path: Path, device: torch.device):
 
 def load_module(path: str | Path, device: str | torch.device):
     """The kernels of ``path`` for ``device``: a host build on ``cpu``, NVRTC + cuda.core on
-    ``cuda``. Built once per (file, device) in a process."""
-    return _load(Path(path).resolve(), torch.device(device))
+    ``cuda``. Built once per (file, device) in a process, again when the file changes."""
+    path = Path(path).resolve()
+    return _load(path, torch.device(device), path.stat().st_mtime_ns)
 
 
 def unavailable_reason(path: str | Path, device: torch.device) -> str | None:
@@ -102,7 +104,6 @@ def source_figures(path: str | Path, arch: str) -> list[PtxasFigures]:
     return list(compile_cuda(CudaSource.read(path), arch).figures.values())
 
 
-#: How ``execution_mode`` starts for a host build (``is_host_build`` looks for it).
 HOST_MODE = "host emulation:"
 
 
@@ -118,8 +119,7 @@ def is_host_build(impl) -> bool:
     from ``execution`` here), so the host emulation's checking modes apply to it."""
     if "cpu" not in impl.devices:
         return False
-    execution = impl.runs_on("cpu")
-    return execution.emulated and execution.mode.startswith(HOST_MODE)
+    return impl.runs_on("cpu").host_build
 
 
 def cupy_execution(path: str | Path, device: torch.device):
@@ -141,4 +141,5 @@ def execution(path: str | Path, device: torch.device):
     on the CPU (checked, never timed), NVRTC + cuda.core on a GPU."""
     from harness.registry import Execution
 
-    return Execution(execution_mode(path, device), unavailable_reason(path, device), emulated=device.type == "cpu")
+    host = device.type == "cpu"
+    return Execution(execution_mode(path, device), unavailable_reason(path, device), emulated=host, host_build=host)

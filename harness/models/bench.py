@@ -38,7 +38,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from harness import eligibility
 from harness.bench import Prepared, Selection
+from harness.eligibility import Purpose
 from harness.cases import DEFAULT_CASES_DIR, CASE_TIERS, in_tier
 from harness.models.layers import REFERENCE, ShiftwiseConv2d, available_implementations
 from harness.models.networks import NETWORKS, build_network, make_rep, network_info, sw_layers
@@ -141,15 +143,13 @@ def model_runs(suites: list[str] | None, tier: str, devices: tuple[str, ...], dt
     runs = []
     cases = [c for c in load_model_cases(suites=suites) if in_tier(c, tier)]
     for device in devices:
-        no_device = "no CUDA device (torch.cuda.is_available() is False)" if device == "cuda" and not torch.cuda.is_available() else None
-        usable = available_implementations(device, dtype) if no_device is None else {}
+        usable = available_implementations(device, dtype)
         for case in cases:
             info = network_info(case.network)
             if info.family == "sw" and not info.rep:
-                names = usable if no_device is None else {n: no_device for n in available_implementations("cpu", dtype)}
-                runs += [ModelRun(case, device, name, reason) for name, reason in sorted(names.items())]
+                runs += [ModelRun(case, device, name, reason) for name, reason in sorted(usable.items())]
             else:
-                runs.append(ModelRun(case, device, None, no_device))
+                runs.append(ModelRun(case, device, None, eligibility.reason(None, device, dtype, Purpose.NETWORK)))
     return runs
 
 

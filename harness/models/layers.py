@@ -26,6 +26,8 @@ import torch.nn.functional as F
 import torch.utils.flop_counter
 from torch import nn
 
+from harness import eligibility
+from harness.eligibility import Purpose
 from harness.reference import Branches, merge_kernels, reference_forward
 from harness.registry import IMPLS_ENV, Implementation, generation, implementations
 from harness.spec import ShiftwiseSpec
@@ -70,19 +72,7 @@ def _implementation_in(name: str, folder: str | None, generation_: int) -> Imple
 def available_implementations(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, str | None]:
     """Every registered implementation -> None if it can run a network on ``device`` in
     ``dtype`` here, else the reason it cannot (unavailable, emulated GPU code, dtype)."""
-    device = torch.device(device)
-    result: dict[str, str | None] = {}
-    for name, impl in implementations().items():
-        execution = impl.runs_on(device)
-        if execution.unavailable:
-            result[name] = execution.unavailable
-        elif execution.emulated:
-            result[name] = f"emulated on {device.type} ({execution.mode}): too slow for a network"
-        elif dtype not in impl.dtypes:
-            result[name] = f"supports {', '.join(map(str, impl.dtypes))}, not {dtype}"
-        else:
-            result[name] = None
-    return result
+    return {name: eligibility.reason(impl, device, dtype, Purpose.NETWORK) for name, impl in implementations().items()}
 
 
 def resolve_impl(impl: str, device: str | torch.device, dtype: torch.dtype = torch.float32) -> str:

@@ -28,7 +28,7 @@ from harness.files import replace_atomically, same_file, write_text_atomically
 from harness.report import sections
 from harness.report.format import safe
 from harness.report.frame import SWEEP_PARAMETERS, CASE_PARAMS, compare, results_frame, sweep_parameter
-from harness.report.load import ReportInputError, Run, load_runs, run_labels
+from harness.report.load import ReportInputError, Run, load_kernels, load_runs, run_labels
 from harness.report.plots import roofline_figure, sweep_figure
 
 __all__ = ["ReportInputError", "Run", "Report", "load_runs", "results_frame", "run_labels", "sweep_parameter",
@@ -88,10 +88,12 @@ def _same_layers(frame, rows, suite: str, parameter: str):
 
 def render_report(paths: Sequence[Path | str], baseline: Sequence[Path | str] | None = None,
                   title: str | None = None, image_stem: str | None = None, notes: str | None = None,
-                  noise_floor: float = 1.0) -> Report:  # fmt: skip
+                  noise_floor: float = 1.0, kernels: Path | str | None = None) -> Report:  # fmt: skip
     """Build the markdown and figures. Figures are named ``<image_stem>-<what>.png`` (``<what>.png`` without a stem).
-    ``notes`` (markdown, e.g. a profile explaining a shortfall) is included verbatim after the summary."""
+    ``notes`` (markdown, e.g. a profile explaining a shortfall) is included verbatim after the summary;
+    ``kernels`` is ``swbench kernels --json``'s file, listed with the runs."""
     runs = load_runs(paths)
+    kernels_file = load_kernels(kernels)
     if not runs:
         raise ReportInputError("no benchmark JSON files given")
     frame, figures = results_frame(runs), {}
@@ -106,7 +108,7 @@ def render_report(paths: Sequence[Path | str], baseline: Sequence[Path | str] | 
     descriptions = {k: v for run in runs for k, v in (run.data["sw"].get("suite_descriptions") or {}).items()}
     parts += sections.results_tables(frame, descriptions) if not frame.empty else ["No benchmark results in these files."]
     parts += _plots(frame, f"{image_stem}-" if image_stem else "", figures)
-    parts += sections.listings(runs)
+    parts += sections.listings(runs, kernels_file)
     if baseline:
         base_runs = load_runs(baseline)
         parts += ["## Comparison with the baseline",
@@ -134,12 +136,12 @@ def _table7(runs: Sequence[Run]) -> list[str]:
 
 def write_report(paths: Sequence[Path | str], output: Path | str, baseline: Sequence[Path | str] | None = None,
                  overwrite: bool = False, title: str | None = None, notes: str | None = None,
-                 noise_floor: float = 1.0) -> list[Path]:  # fmt: skip
+                 noise_floor: float = 1.0, kernels: Path | str | None = None) -> list[Path]:  # fmt: skip
     """Write the markdown to ``output`` and its PNGs beside it; return the files written (markdown first).
     Nothing is written if rendering fails or, without ``overwrite``, if any target already exists."""
     output = Path(output)
     _refuse_overwriting_inputs([output], [*paths, *(baseline or ())])
-    report = render_report(paths, baseline, title, image_stem=output.stem, notes=notes, noise_floor=noise_floor)
+    report = render_report(paths, baseline, title, image_stem=output.stem, notes=notes, noise_floor=noise_floor, kernels=kernels)
     images = {output.parent / name: figure for name, figure in report.figures.items()}
     targets = [output, *images]
     _refuse_overwriting_inputs(targets, [*paths, *(baseline or ())])

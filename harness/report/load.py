@@ -134,3 +134,33 @@ def run_labels(runs: Sequence[Run]) -> dict[Path, str]:
         )
         labels[run.path] = f"{base} [{run.path.stem}]" if differ else base
     return labels
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """The GPU kernels' figures, ``swbench kernels``' artifact (``--json``): a row per kernel,
+    architecture and launch, and the implementations whose kernels did not build."""
+
+    rows: list[dict]
+    errors: dict[str, str]
+
+
+def kernels_json(frame, errors: dict[str, str]) -> str:
+    """The artifact's text from ``harness.cudac.kernel_table.kernel_table``'s answer."""
+    rows = json.loads(frame.to_json(orient="records")) if len(frame) else []
+    return json.dumps({"kernels": rows, "kernel_errors": dict(errors)}, indent=1, sort_keys=True) + "\n"
+
+
+def load_kernels(path: Path | str | None) -> Kernels | None:
+    """Read ``swbench kernels --json``'s file (None: none given)."""
+    if path is None:
+        return None
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ReportInputError(f"{path}: cannot read the kernels' JSON: {error}") from None
+    rows, errors = _require(data, "kernels", path, "the file"), _require(data, "kernel_errors", path, "the file")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows) or not isinstance(errors, dict):
+        raise ReportInputError(f"{path}: 'kernels' must be a list of mappings and 'kernel_errors' a mapping (swbench kernels --json)")
+    return Kernels(rows, {str(k): str(v) for k, v in errors.items()})

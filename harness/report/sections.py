@@ -11,7 +11,7 @@ from harness.cudac.kernel_table import COLUMNS as KERNEL_COLUMNS
 from harness.registry import Role
 from harness.report.format import ABOVE_ROOF, ABOVE_ROOF_NOTE, MISSING, number, pct_roofline, table
 from harness.report.frame import CASE_PARAMS, KEY, case_order, compare
-from harness.report.load import Run, run_labels
+from harness.report.load import PEAKS_TOLERANCE, Kernels, Run, run_labels, same_peaks
 
 #: results-table columns: (header, frame column, formatter)
 SHOWN = (("median ms", "median_s", lambda v: number(v * 1e3)), ("IQR ms", "iqr_s", lambda v: number(v * 1e3)),
@@ -61,6 +61,10 @@ def machines_section(runs: Sequence[Run]) -> str:
             for unit, key in (("GFLOP/s", "gflops"), ("GB/s", "gbps")):
                 source = peaks.get(f"{key}_source", "not recorded")
                 rows[f"{name} peak {unit}"] = f"{number(peaks.get(key))} ({source})"
+            end = (run.record.probes.get("end") or {}).get(device)
+            if end is not None:  # probed again after the last benchmark
+                drift = "" if same_peaks(peaks, end) else f" **drift: the peaks moved by more than {number((PEAKS_TOLERANCE - 1) * 100)}% during the run**"
+                rows[f"{name} peaks at the end"] = f"{number(end.get('gflops'))} GFLOP/s, {number(end.get('gbps'))} GB/s{drift}"
         rows.update({name: version for name, version in m["software"].items()})
         columns.setdefault(label, {}).update({k: number(v) for k, v in rows.items()})
     return table(pd.DataFrame(columns).rename_axis("").reset_index())
@@ -139,8 +143,9 @@ def results_tables(frame: pd.DataFrame, descriptions: dict[str, str] | None = No
     return parts
 
 
-def listings(runs: Sequence[Run]) -> list[str]:
-    """Not run, failures, and the kernels table with its build errors when present."""
+def listings(runs: Sequence[Run], kernels_file: Kernels | None = None) -> list[str]:
+    """Not run, failures, and the kernels table with its build errors when present: those of
+    ``swbench kernels``' artifact (``kernels_file``), and those older runs stored themselves."""
     labels, parts = run_labels(runs), []
     for heading, key, columns in (("Not run", "not_run", ["computation", "device", "reason"]),
                                   ("Failures", "failures", ["computation", "device", "case", "error"])):  # fmt: skip
@@ -148,8 +153,11 @@ def listings(runs: Sequence[Run]) -> list[str]:
         listed = pd.DataFrame(entries, columns=["machine", *columns]).drop_duplicates()
         listed = listed.sort_values(["machine", *columns], key=lambda c: c.astype(str))
         parts += [f"## {heading}", table(listed if len(set(labels.values())) > 1 else listed.drop(columns="machine"))]
-    kernels = pd.DataFrame([row for r in runs for row in r.data["sw"].get("kernels") or []])
-    errors = sorted({(n, e) for r in runs for n, e in (r.data["sw"].get("kernel_errors") or {}).items()})
+    stored = [(r.data["sw"].get("kernels") or [], r.data["sw"].get("kernel_errors") or {}) for r in runs]
+    if kernels_file is not None:
+        stored.append((kernels_file.rows, kernels_file.errors))
+    kernels = pd.DataFrame([row for rows, _ in stored for row in rows])
+    errors = sorted({(n, e) for _, found in stored for n, e in found.items()})
     if not kernels.empty or errors:
         parts.append("## GPU kernels (ptxas)")
     if not kernels.empty:
