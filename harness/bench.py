@@ -26,7 +26,7 @@ from typing import Protocol
 import torch
 
 from harness import eligibility, gputime, machine
-from harness.cases import TIERS, Case, in_tier, load_cases
+from harness.cases import Case, Tier, load_cases
 from harness.eligibility import Purpose
 from harness.checking import (CheckCase, bitwise_equal, compare_with_reference, describe_mismatch, expected_result,
                               integrity, make_inputs)  # fmt: skip
@@ -128,7 +128,7 @@ class Computation:
 
     def not_benchmarked_reason(self, device: str, tier: str = "full", dtype: torch.dtype | None = None) -> str | None:
         """Why this computation is not timed on ``device`` in ``dtype`` in a ``tier`` run here, or None if it is."""
-        if self.peer is not None and not tier_includes(tier, self.peer.tier):
+        if self.peer is not None and not Tier.parse(tier).includes(self.peer.tier):
             return f"timed from the {self.peer.tier} tier on: {self.peer.tier_reason}"
         if self.peer is not None and self.peer.unavailable() is not None:
             return self.peer.unavailable()
@@ -210,11 +210,6 @@ class Computation:
         return verify
 
 
-def tier_includes(run_tier: str, first_tier: str) -> bool:
-    """Whether a ``run_tier`` run includes what is timed from ``first_tier`` on (full includes quick)."""
-    return TIERS.index(first_tier) <= TIERS.index(run_tier)
-
-
 def computations() -> list[Computation]:
     """Every implementation in impls/ and every peer, implementations first, by name."""
     found = [
@@ -262,7 +257,8 @@ class LayerItem:
 
 def layer_cases(selection: Selection) -> list[Case]:
     """The layer cases of the selected suites in the run's tier."""
-    return [case for case in load_cases(suites=list(selection.suites) if selection.suites else None) if in_tier(case, selection.tier)]
+    tier = Tier.parse(selection.tier)
+    return [case for case in load_cases(suites=list(selection.suites) if selection.suites else None) if tier.includes(case.tier)]
 
 
 def layer_items(selection: Selection) -> list[LayerItem]:

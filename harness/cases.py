@@ -1,16 +1,21 @@
-"""Cases: named, seeded operator instances (layer shapes), kept as data in ``cases/*.toml``.
+"""Cases: named, seeded operator instances (layer shapes) and networks, kept as data in
+``cases/*.toml``; the suites they belong to; the tiers.
 
-A suite file holds an optional ``[defaults]`` table and a list of ``[[case]]`` tables; each
-case's keys are ``Case``'s fields (``name`` required), a missing key taken from the defaults.
+A suite file holds a ``description``, what the suite is for (``checks``: which ``swbench
+check`` tiers check its cases, ``CHECKS``; ``figures_batch``: the suite whose cases at that
+batch are the stages the GPU figures are given for), an optional ``[defaults]`` table and either
+``[[case]]`` tables (layers: ``Case``'s fields) or ``[[model]]`` tables (networks:
+``ModelCase``'s fields), a missing key taken from the defaults. ``load_suites`` reads every kind.
 
-Each case has a benchmark tier: ``quick`` cases run on every benchmark run (minutes on a
-2-core machine), ``full`` adds the rest (for real hardware), ``check`` cases are shapes for
-correctness checks only and are never benchmarked.
+Tiers (``Tier``): ``quick`` (minutes on a 2-core machine) and ``full`` (adds the rest, for real
+hardware); a run of a tier includes what is in it or in a tier before it (``Tier.includes``).
+A case of tier ``check`` is a shape for correctness checks only, never benchmarked.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import os
 import tomllib
@@ -22,9 +27,38 @@ from harness.spec import ShiftwiseSpec
 
 DEFAULT_CASES_DIR = Path(__file__).resolve().parent.parent / "cases"
 TABLE_KINDS = ("official", "random")
-#: Benchmark tiers, each including the ones before it; ``check`` cases are never benchmarked.
-TIERS = ("quick", "full")
+
+
+class Tier(enum.Enum):
+    """A run's tier (benchmarks and ``swbench check``), each including the ones before it."""
+
+    QUICK = "quick"
+    FULL = "full"
+
+    @classmethod
+    def parse(cls, name: str | Tier) -> Tier:
+        if isinstance(name, Tier):
+            return name
+        try:
+            return cls(name)
+        except ValueError:
+            raise ValueError(f"tier must be one of {TIERS}, got {name!r}") from None
+
+    def includes(self, first: str | Tier) -> bool:
+        """Whether a run of this tier includes what is in tier ``first`` on (``check``: never)."""
+        if first == "check":
+            return False
+        order = list(Tier)
+        return order.index(Tier.parse(first)) <= order.index(self)
+
+
+TIERS = tuple(tier.value for tier in Tier)
+#: A case's or network's tier: a run tier, or ``check`` (shapes for correctness checks only).
 CASE_TIERS = (*TIERS, "check")
+#: What a suite's ``checks`` may say: ``all`` (every check tier checks every case), ``layers``
+#: (real network layers: the quick tier checks one case per layer at batch 1, the full tier all),
+#: ``full`` (only the full tier), ``none`` (networks: not operator checks).
+CHECKS = ("all", "layers", "full", "none")
 
 
 @dataclass(frozen=True)
@@ -82,40 +116,94 @@ def _spec_of(case: Case) -> ShiftwiseSpec:
 _CASE_FIELDS = {f.name for f in dataclasses.fields(Case)} - {"suite"}
 
 
-def load_suite(path: str | os.PathLike) -> list[Case]:
-    """The cases of one suite file; the suite is named after the file's stem."""
+@dataclass(frozen=True)
+class ModelCase:
+    """One ``[[model]]`` entry: a network at a batch size and input size (the network's name is
+    checked by ``harness.models.bench``, which knows the networks)."""
+
+    name: str
+    network: str
+    batch: int
+    height: int = 224
+    width: int = 224
+    small_kernel: int | None = None
+    tier: str = "quick"
+    rounds: int = 3
+    seed: int = 0
+    suite: str = "models"
+
+    def __post_init__(self) -> None:
+        for field in ("batch", "height", "width", "rounds"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"model case {self.name!r}: {field} must be a positive int, got {value!r}")
+        if self.tier not in CASE_TIERS:
+            raise ValueError(f"model case {self.name!r}: tier must be one of {CASE_TIERS}, got {self.tier!r}")
+
+
+_MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelCase)} - {"suite"}
+
+
+@dataclass(frozen=True)
+class Suite:
+    """One suite file: what it is for and its layer cases or networks."""
+
+    name: str
+    description: str | None
+    checks: str
+    figures_batch: int | None
+    cases: tuple[Case, ...] = ()
+    models: tuple[ModelCase, ...] = ()
+
+
+def _entries(path: Path, data: dict, table: str, kind: type, known: set[str]) -> list:
+    defaults = data.get("defaults", {})
+    entries = []
+    for index, entry in enumerate(data.get(table, [])):
+        merged = {**defaults, **entry}
+        unknown = set(merged) - known
+        if unknown:
+            raise ValueError(f"{path}: {table} #{index}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        missing = {f.name for f in dataclasses.fields(kind) if f.default is dataclasses.MISSING} - set(merged)
+        if missing:
+            raise ValueError(f"{path}: {table} #{index} ({merged.get('name', 'unnamed')}): missing keys {sorted(missing)}")
+        entries.append(kind(**merged, suite=path.stem))
+    names = [entry.name for entry in entries]
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise ValueError(f"{path}: {table} names must be unique, repeated: {duplicated}")
+    return entries
+
+
+def read_suite(path: str | os.PathLike) -> Suite:
+    """One suite file, of either kind; the suite is named after the file's stem."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"{path}: not valid TOML: {error}") from None
-    unknown = set(data) - {"defaults", "case", "description", "model"}
+    unknown = set(data) - {"defaults", "case", "model", "description", "checks", "figures_batch"}
     if unknown:
-        raise ValueError(f"{path}: unknown top-level keys {sorted(unknown)}; expected [defaults] and [[case]]")
-    if "model" in data:  # a model suite: [[model]] networks, read by harness.models.bench
-        if "case" in data:
-            raise ValueError(f"{path}: a suite holds [[case]] layers or [[model]] networks, not both")
-        return []
-    defaults = data.get("defaults", {})
-    cases = []
-    for index, entry in enumerate(data.get("case", [])):
-        merged = {**defaults, **entry}
-        unknown = set(merged) - _CASE_FIELDS
-        if unknown:
-            raise ValueError(f"{path}: case #{index}: unknown keys {sorted(unknown)}; known: {sorted(_CASE_FIELDS)}")
-        missing = {f.name for f in dataclasses.fields(Case) if f.default is dataclasses.MISSING} - set(merged)
-        if missing:
-            raise ValueError(f"{path}: case #{index} ({merged.get('name', 'unnamed')}): missing keys {sorted(missing)}")
-        cases.append(Case(**merged, suite=path.stem))
-    names = [case.name for case in cases]
-    duplicated = sorted({name for name in names if names.count(name) > 1})
-    if duplicated:
-        raise ValueError(f"{path}: case names must be unique, repeated: {duplicated}")
-    return cases
+        raise ValueError(f"{path}: unknown top-level keys {sorted(unknown)}; expected description, checks, "
+                         "figures_batch, [defaults] and [[case]] or [[model]]")  # fmt: skip
+    if "model" in data and "case" in data:
+        raise ValueError(f"{path}: a suite holds [[case]] layers or [[model]] networks, not both")
+    checks = data.get("checks", "none" if "model" in data else "all")
+    if checks not in CHECKS:
+        raise ValueError(f"{path}: checks must be one of {CHECKS}, got {checks!r}")
+    batch = data.get("figures_batch")
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0):
+        raise ValueError(f"{path}: figures_batch must be a positive int, got {batch!r}")
+    description = data.get("description")
+    if description is not None and not isinstance(description, str):
+        raise ValueError(f"{path}: description must be a string, got {description!r}")
+    if "model" in data:
+        return Suite(path.stem, description, checks, batch, models=tuple(_entries(path, data, "model", ModelCase, _MODEL_FIELDS)))
+    return Suite(path.stem, description, checks, batch, cases=tuple(_entries(path, data, "case", Case, _CASE_FIELDS)))
 
 
-def load_cases(folder: str | os.PathLike | None = None, suites: list[str] | None = None) -> list[Case]:
-    """Cases of every suite in ``folder`` (default: the project's ``cases/``), or of ``suites``."""
+def load_suites(folder: str | os.PathLike | None = None, suites: list[str] | None = None) -> list[Suite]:
+    """Every suite in ``folder`` (default: the project's ``cases/``), or those named ``suites``."""
     folder = Path(folder) if folder is not None else DEFAULT_CASES_DIR
     files = sorted(folder.glob("*.toml"))
     available = [file.stem for file in files]
@@ -124,25 +212,34 @@ def load_cases(folder: str | os.PathLike | None = None, suites: list[str] | None
         if unknown:
             raise ValueError(f"unknown suites {unknown}; {folder} has {available}")
         files = [file for file in files if file.stem in suites]
-    return [case for file in files for case in load_suite(file)]
+    return [read_suite(file) for file in files]
 
 
-def in_tier(case: Case, tier: str) -> bool:
-    """Whether a benchmark run of ``tier`` includes ``case`` (``full`` includes ``quick``)."""
-    if tier not in TIERS:
-        raise ValueError(f"benchmark tier must be one of {TIERS}, got {tier!r}")
-    return case.tier in TIERS and TIERS.index(case.tier) <= TIERS.index(tier)
+def load_suite(path: str | os.PathLike) -> list[Case]:
+    """The layer cases of one suite file (none for a suite of networks)."""
+    return list(read_suite(path).cases)
+
+
+def load_cases(folder: str | os.PathLike | None = None, suites: list[str] | None = None) -> list[Case]:
+    """Layer cases of every suite in ``folder`` (default: the project's ``cases/``), or of ``suites``."""
+    return [case for suite in load_suites(folder, suites) for case in suite.cases]
+
+
+def load_model_cases(folder: str | os.PathLike | None = None, suites: list[str] | None = None) -> list[ModelCase]:
+    """Networks of every suite in ``folder`` (default ``cases/``), or of ``suites``."""
+    return [case for suite in load_suites(folder, suites) for case in suite.models]
+
+
+def figures_stages(folder: str | os.PathLike | None = None) -> tuple[Suite, list[Case]]:
+    """The suite that declares ``figures_batch`` and its cases at that batch, sparsity 0: the
+    stages every GPU figure is given for."""
+    declaring = [suite for suite in load_suites(folder) if suite.figures_batch is not None]
+    if len(declaring) != 1:
+        raise ValueError(f"exactly one suite must declare figures_batch, found {[s.name for s in declaring]}")
+    (suite,) = declaring
+    return suite, [c for c in suite.cases if c.batch == suite.figures_batch and c.sparsity == 0]
 
 
 def suite_descriptions(folder: str | os.PathLike | None = None) -> dict[str, str]:
-    """Each suite's ``description`` (the TOML's top-level key), by suite name; the report shows it."""
-    folder = Path(folder) if folder is not None else DEFAULT_CASES_DIR
-    found = {}
-    for file in sorted(folder.glob("*.toml")):
-        try:
-            text = tomllib.loads(file.read_text()).get("description")
-        except tomllib.TOMLDecodeError:
-            continue  # load_suite names the error when the suite is used
-        if isinstance(text, str):
-            found[file.stem] = text
-    return found
+    """Each suite's ``description``, by suite name; the report shows it."""
+    return {suite.name: suite.description for suite in load_suites(folder) if suite.description is not None}

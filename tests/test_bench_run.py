@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from harness.bench import ResultMismatch, computations, outputs_equal
-from harness.cases import Case, in_tier, load_cases
+from harness.cases import Case, Tier, load_cases
 from harness.results import BenchmarkRow
 from harness.registry import Role, discover
 
@@ -74,13 +74,14 @@ def test_outputs_equal_is_bitwise():
 
 def test_tiers_nest_and_check_cases_are_never_benchmarked():
     cases = load_cases()
-    quick = [c for c in cases if in_tier(c, "quick")]
-    full = [c for c in cases if in_tier(c, "full")]
+    quick = [c for c in cases if Tier.QUICK.includes(c.tier)]
+    full = [c for c in cases if Tier.FULL.includes(c.tier)]
     assert set(quick) < set(full)
     assert not any(c.suite == "edge" for c in full)
     assert {c.suite for c in quick} >= {"sw_tiny", "sw_small", "sweep_big_kernel", "sweep_groups", "sweep_sparsity"}
-    with pytest.raises(ValueError, match="benchmark tier must be one of"):
-        in_tier(cases[0], "check")
+    assert Tier.FULL.includes("quick") and not Tier.QUICK.includes("full") and not Tier.FULL.includes("check")
+    with pytest.raises(ValueError, match="tier must be one of \\('quick', 'full'\\), got 'check'"):
+        Tier.parse("check")
 
 
 def test_a_benchmark_run_records_results_failures_and_what_was_not_run(tmp_path):

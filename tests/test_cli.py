@@ -52,15 +52,17 @@ def test_check_runs_in_worker_processes(capsys):
 def test_quick_tier_checks_edges_one_case_per_layer_and_random_specs():
     cases = load_cases()
     quick = runner.tier_cases("quick", cases)
+    layer_suites = {name for name, checks in runner.suite_checks().items() if checks == "layers"}
+    assert layer_suites == {"sw_tiny", "sw_small"}  # what their TOML says they are for
     assert {c.name for c in quick if c.suite == "edge"} == {c.name for c in cases if c.suite == "edge"}
-    layers = [c for c in quick if c.suite in runner.LAYER_SUITES]
+    layers = [c for c in quick if c.suite in layer_suites]
     shapes = [(c.suite, c.big_kernel, c.channels, c.height, c.width) for c in layers]
     assert len(shapes) == len(set(shapes)) and all(c.batch == 1 for c in layers)
-    assert set(shapes) == {(c.suite, c.big_kernel, c.channels, c.height, c.width) for c in cases if c.suite in runner.LAYER_SUITES}
+    assert set(shapes) == {(c.suite, c.big_kernel, c.channels, c.height, c.width) for c in cases if c.suite in layer_suites}
     assert not any(c.suite.startswith("sweep_") for c in quick)
     assert runner.tier_cases("full", cases) == cases
     plan = runner.plan("quick", device="cpu", modes=["exact"], dtypes=["float32"])
-    cheap = len([c for c in quick if c.suite not in runner.LAYER_SUITES]) + runner.RANDOM_SPECS["quick"]
+    cheap = len([c for c in quick if c.suite not in layer_suites]) + runner.RANDOM_SPECS["quick"]
     assert len(plan.checks) == len(quick) + runner.RANDOM_SPECS["quick"] + len(runner.OTHER_LAYOUTS) * cheap
     assert any(plan.gradients) and not all(plan.gradients)  # small inputs only
 

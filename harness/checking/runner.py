@@ -2,9 +2,10 @@
 
 Tiers:
 
-- ``quick`` (the default; minutes on 2 cores): every case of the ``edge`` suite, one case per
-  real-network layer at batch 1 (the first batch-1 case of each (suite, M, k, C, H, W) in the
-  layer suites), and 4 random specs; gradients only where the input has at most
+- ``quick`` (the default; minutes on 2 cores): every case of the suites whose TOML says
+  ``checks = "all"`` (edge shapes), one case per real-network layer at batch 1 of those saying
+  ``checks = "layers"`` (the first batch-1 case of each (suite, M, k, C, H, W)), none of those
+  saying ``full`` (sweeps), and 4 random specs; gradients only where the input has at most
   ``QUICK_GRADIENT_ELEMENTS`` elements (the Hypothesis tests cover gradients on small shapes;
   a real 56x56 layer's exact backward proves little more and costs minutes).
 - ``full``: every case of ``cases/`` (sweeps and throughput batches included), 20 random specs,
@@ -31,20 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.cases import Case, load_cases
+from collections.abc import Mapping
+
+from harness.cases import TIERS, Case, Tier, load_cases, load_suites
 from harness.checking.check import CheckResult, Failure, check
 from harness.checking.inputs import CaseTooLarge, CheckCase
 from harness.registry import discover
 
-TIERS = ("quick", "full")
 #: Random specs a tier adds unless told otherwise.
 RANDOM_SPECS = {"quick": 4, "full": 20}
-#: Suites of edge shapes: all of their cases are in every tier.
-EDGE_SUITES = ("edge",)
-#: Suites whose cases are real network layers.
-LAYER_SUITES = ("sw_tiny", "sw_small")
-#: Suites that vary one parameter over real layers: only the full tier checks them.
-SWEEP_PREFIX = "sweep_"
 #: Memory layouts other than contiguous: every tier checks them on the cheap cases (edge shapes,
 #: other suites' and random specs) in exact mode and the first dtype, the full tier on every case.
 OTHER_LAYOUTS = ("strided", "channels_last")
@@ -91,17 +87,26 @@ def random_cases(count: int, seed: int) -> list[Case]:
     return cases
 
 
-def tier_cases(tier: str, cases: Sequence[Case]) -> list[Case]:
-    """The cases of ``cases`` that ``tier`` checks (random specs are added separately)."""
+def suite_checks(cases_dir: str | os.PathLike | None = None) -> dict[str, str]:
+    """Each suite's ``checks`` (what its TOML says it is for), by name."""
+    return {suite.name: suite.checks for suite in load_suites(cases_dir)}
+
+
+def tier_cases(tier: str, cases: Sequence[Case], checks: Mapping[str, str] | None = None) -> list[Case]:
+    """The cases of ``cases`` that ``tier`` checks (random specs are added separately), by what
+    each case's suite says it is for (``checks``: suite -> ``harness.cases.CHECKS`` value; default
+    the project's suites; a suite not in it: every case)."""
     if tier not in TIERS:
         raise ValueError(f"check tier must be one of {TIERS}, got {tier!r}")
-    if tier == "full":
-        return list(cases)
+    checks = suite_checks() if checks is None else checks
+    if Tier.parse(tier) is Tier.FULL:
+        return [case for case in cases if checks.get(case.suite, "all") != "none"]
     chosen, layers = [], set()
     for case in cases:
-        if case.suite in EDGE_SUITES or not (case.suite in LAYER_SUITES or case.suite.startswith(SWEEP_PREFIX)):
-            chosen.append(case)  # edge shapes, and suites the tier has no rule for (e.g. from --cases-dir): all
-        elif case.suite in LAYER_SUITES and case.batch == 1:
+        purpose = checks.get(case.suite, "all")
+        if purpose == "all":
+            chosen.append(case)
+        elif purpose == "layers" and case.batch == 1:
             layer = (case.suite, case.big_kernel, case.small_kernel, case.channels, case.height, case.width)
             if layer not in layers:
                 layers.add(layer)
@@ -141,7 +146,8 @@ def plan(
     if not found and cases_dir is not None:
         raise ValueError(f"--cases-dir: no case suites (*.toml with [[case]] tables) in {cases_dir}")
     count = RANDOM_SPECS[tier] if random is None else random
-    chosen = tier_cases(tier, found)
+    purposes = suite_checks(cases_dir)
+    chosen = tier_cases(tier, found, purposes)
     if cases_dir is not None and not chosen:
         raise ValueError(
             f"--cases-dir: the {tier} tier checks none of the cases in {cases_dir} "
@@ -150,7 +156,7 @@ def plan(
     cases = chosen + random_cases(count, seed)
     checks, grads = [], []
     for case in cases:
-        layouts = ("contiguous", *OTHER_LAYOUTS) if tier == "full" or case.suite not in LAYER_SUITES else ("contiguous",)
+        layouts = ("contiguous", *OTHER_LAYOUTS) if tier == "full" or purposes.get(case.suite) != "layers" else ("contiguous",)
         for mode in modes:
             for dtype in dtypes:
                 for layout in layouts:

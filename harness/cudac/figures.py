@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from harness.cudac.nvrtc import PtxasFigures
 from harness.cudac.sass import CLASSES, PIPES, KernelSass, Mix, kernel_sass, pipe_counts
 
-#: The stages every GPU figure is given for: SW-tiny's four layers at batch 64 (cases/sw_tiny.toml).
-STAGE_SUITE, STAGE_BATCH = "sw_tiny", 64
 
 
 @dataclass(frozen=True)
@@ -87,12 +85,13 @@ class KernelFigures(PtxasFigures):
 
 @functools.lru_cache(maxsize=1)
 def stages() -> tuple[tuple[str, object, tuple[int, int, int, int]], ...]:
-    """(case name, spec, input shape) of SW-tiny's four stages at batch 64."""
-    from harness.cases import load_cases
+    """(case name, spec, input shape) of the stages every GPU figure is given for: the cases of the
+    suite that declares ``figures_batch`` (cases/sw_tiny.toml: SW-tiny's four layers) at that batch."""
+    from harness.cases import figures_stages
 
-    found = [c for c in load_cases(suites=[STAGE_SUITE]) if c.batch == STAGE_BATCH and c.sparsity == 0]
+    suite, found = figures_stages()
     if not found:
-        raise RuntimeError(f"no batch-{STAGE_BATCH} cases in the {STAGE_SUITE} suite")
+        raise RuntimeError(f"no batch-{suite.figures_batch} cases at sparsity 0 in the {suite.name} suite")
     return tuple((c.name, c.spec(), c.input_shape) for c in found)
 
 

@@ -16,10 +16,9 @@ import sys
 import torch
 
 from harness import Branches
-from harness.cases import Case, load_cases
+from harness.cases import Case, figures_stages
 from harness.checking import CheckCase, compare_with_reference, expected_result, make_inputs
 from harness.cudac import report_stages
-from harness.cudac.figures import STAGE_SUITE
 from harness.gpuday.phases import gpu_implementations
 
 #: The small layer the sanitizers run (every kernel path: pruned kernels, a column tile edge).
@@ -34,7 +33,7 @@ def _case(stage: str | None, device: str) -> Case:
     names = [name for name, _, _ in report_stages()]
     if stage not in names:
         raise SystemExit(f"--stage: expected one of {names}, got {stage!r}")
-    (case,) = [case for case in load_cases(suites=[STAGE_SUITE]) if case.name == stage]
+    (case,) = [case for case in figures_stages()[1] if case.name == stage]
     return case
 
 

@@ -30,24 +30,21 @@ import dataclasses
 import functools
 import os
 import time
-import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from harness import eligibility
+from harness import cases, eligibility
 from harness.bench import Prepared, Selection
+from harness.cases import ModelCase, Tier
 from harness.eligibility import Purpose
-from harness.cases import DEFAULT_CASES_DIR, CASE_TIERS, in_tier
 from harness.models.layers import REFERENCE, ShiftwiseConv2d, available_implementations
 from harness.models.networks import NETWORKS, build_network, make_rep, network_info, sw_layers
 from harness.reference import error_bound, reference_forward
 from harness.results import NetworkRow
 
-SUITE = "models"
 #: End-to-end float64 tolerance relative to the reference logits' largest magnitude (see above).
 END_TO_END_RTOL = 1e-6
 #: Side of the image networks are verified on (float64). torch's CPU depthwise conv has no
@@ -63,60 +60,15 @@ class ModelMismatch(AssertionError):
     """A network with an implementation disagrees with the reference-path network."""
 
 
-@dataclass(frozen=True)
-class ModelCase:
-    """One ``[[model]]`` entry: a network at a batch size and input size."""
-
-    name: str
-    network: str
-    batch: int
-    height: int = 224
-    width: int = 224
-    small_kernel: int | None = None
-    tier: str = "quick"
-    rounds: int = 3
-    seed: int = 0
-    suite: str = SUITE
-
-    def __post_init__(self) -> None:
-        network_info(self.network)  # a clear error for an unknown network
-        for field in ("batch", "height", "width", "rounds"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"model case {self.name!r}: {field} must be a positive int, got {value!r}")
-        if self.tier not in CASE_TIERS:
-            raise ValueError(f"model case {self.name!r}: tier must be one of {CASE_TIERS}, got {self.tier!r}")
-
-
-_FIELDS = {f.name for f in dataclasses.fields(ModelCase)} - {"suite"}
-
-
-def load_model_suite(path: str | os.PathLike) -> list[ModelCase]:
-    """The ``[[model]]`` entries of one suite file (none if it holds layer ``[[case]]`` tables)."""
-    path = Path(path)
-    data = tomllib.loads(path.read_text())
-    defaults = data.get("defaults", {})
-    cases = []
-    for index, entry in enumerate(data.get("model", [])):
-        merged = {**defaults, **entry}
-        unknown = set(merged) - _FIELDS
-        if unknown:
-            raise ValueError(f"{path}: model #{index}: unknown keys {sorted(unknown)}; known: {sorted(_FIELDS)}")
-        missing = {"name", "network", "batch"} - set(merged)
-        if missing:
-            raise ValueError(f"{path}: model #{index}: missing keys {sorted(missing)}")
-        cases.append(ModelCase(**merged, suite=path.stem))
-    names = [c.name for c in cases]
-    if len(set(names)) != len(names):
-        raise ValueError(f"{path}: model case names must be unique, repeated: {sorted({n for n in names if names.count(n) > 1})}")
-    return cases
-
-
 def load_model_cases(folder: str | os.PathLike | None = None, suites: list[str] | None = None) -> list[ModelCase]:
-    """Model cases of every suite file in ``folder`` (default ``cases/``) or of ``suites``."""
-    folder = Path(folder) if folder is not None else DEFAULT_CASES_DIR
-    files = [f for f in sorted(folder.glob("*.toml")) if suites is None or f.stem in suites]
-    return [case for file in files for case in load_model_suite(file)]
+    """The networks of the suites (``harness.cases.load_model_cases``), their names checked here."""
+    found = cases.load_model_cases(folder, suites)
+    for case in found:
+        try:
+            network_info(case.network)
+        except ValueError as error:
+            raise ValueError(f"model case {case.name!r}: {error}") from None
+    return found
 
 
 @dataclass(frozen=True)
@@ -141,10 +93,10 @@ class ModelRun:
 def model_runs(suites: list[str] | None, tier: str, devices: tuple[str, ...], dtype: torch.dtype) -> list[ModelRun]:
     """Every run the selected suites ask for: SW networks once per registered implementation."""
     runs = []
-    cases = [c for c in load_model_cases(suites=suites) if in_tier(c, tier)]
+    chosen = [c for c in load_model_cases(suites=suites) if Tier.parse(tier).includes(c.tier)]
     for device in devices:
         usable = available_implementations(device, dtype)
-        for case in cases:
+        for case in chosen:
             info = network_info(case.network)
             if info.family == "sw" and not info.rep:
                 runs += [ModelRun(case, device, name, reason) for name, reason in sorted(usable.items())]
@@ -423,7 +375,7 @@ def network_items(selection: Selection) -> list[NetworkItem]:
 
 __all__ = [
     "END_TO_END_RTOL", "ModelCase", "ModelMismatch", "ModelRun", "NetworkItem", "network_items", "build_for_benchmark", "count_flops",
-    "ReferenceRecord", "load_model_cases", "load_model_suite", "model_runs", "prepare", "randomize_for_check",
+    "ReferenceRecord", "load_model_cases", "model_runs", "prepare", "randomize_for_check",
     "reference_record", "sw_time_share",
     "verify_network", "NETWORKS",
 ]  # fmt: skip
