@@ -47,13 +47,3 @@ __all__ = [
     "small_conv",
     "validate_inputs",
 ]
-
-
-def __getattr__(name: str):
-    """``ShiftwiseConv2d`` and ``build_network`` (``harness.models``), imported on first use so
-    that ``import harness`` stays as light as it was (and needs no model code)."""
-    if name in ("ShiftwiseConv2d", "build_network"):
-        from harness import models
-
-        return getattr(models, name)
-    raise AttributeError(f"module 'harness' has no attribute {name!r}")

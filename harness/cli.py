@@ -307,7 +307,7 @@ def _kernels(args: argparse.Namespace, console: Console) -> int:
     for target in (args.output, args.json):
         if target and target.exists() and not args.overwrite:
             console.print(f"[red]{target} exists[/]; pass --overwrite to replace it")
-            return EXIT_FAILED
+            return EXIT_USAGE
     found = discover(args.impls_dir)
     frame, errors = kernel_table(found.implementations.values())
     markdown = kernel_table_markdown(frame)

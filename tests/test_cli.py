@@ -1,5 +1,6 @@
 """The ``swbench`` command through its entry point: output, exit codes, one-line usage errors."""
 
+import json
 import os
 import shlex
 import subprocess
@@ -155,15 +156,17 @@ def test_kernels_table_is_written_once_and_never_overwritten_silently(tmp_path, 
     impls.mkdir()
     for name in ("cuda_atomic.py", "cuda_atomic.cu"):
         (impls / name).write_text((Path(__file__).parents[1] / "impls" / name).read_text())
-    output = tmp_path / "kernels.md"
+    output, artifact = tmp_path / "kernels.md", tmp_path / "kernels.json"
     kernels = ["--impls-dir", str(impls), "kernels"]
-    assert main([*kernels, "--output", str(output)]) == 0
+    assert main([*kernels, "--output", str(output), "--json", str(artifact)]) == 0
     text = output.read_text()
     for kernel in ("sw_scatter_f32", "sw_gather_adjoint_f32"):
         for arch in ("sm_80", "sm_90"):
             assert any(kernel in row and arch in row for row in text.splitlines())
+    rows = json.loads(artifact.read_text())["kernels"]  # the report's --kernels input
+    assert {(r["kernel"], r["arch"]) for r in rows} >= {(k, a) for k in ("sw_scatter_f32", "sw_gather_adjoint_f32") for a in ("sm_80", "sm_90")}
     output.write_text("earlier report")
-    assert main([*kernels, "--output", str(output)]) == 1
+    assert main([*kernels, "--output", str(output)]) == 2  # a usage error, as for every command
     assert "exists" in capsys.readouterr().out and output.read_text() == "earlier report"
     assert main([*kernels, "--output", str(output), "--overwrite"]) == 0
     assert output.read_text() == text

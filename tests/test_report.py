@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from harness.perf import Workload, derived_metrics
+
 from harness.registry import Role
 import dataclasses
 
@@ -94,8 +94,9 @@ def test_metrics_are_recomputed_from_stats_counts_and_peaks(tmp_path):
     assert row.gflops == pytest.approx(2_000_000 / 0.010 / 1e9)
     assert row.gbps == pytest.approx(800_000 / 0.010 / 1e9)  # the declared traffic model
     assert row.density == pytest.approx(2.5) and row.compulsory_density == pytest.approx(5.0)
-    expected = derived_metrics(Workload(4, 2_000_000, 400_000, 800_000), 0.010, 100.0, 10.0)
-    assert row.pct_roofline == pytest.approx(expected.pct_roofline) and row.bound == "memory"
+    # The roofline's time is the larger of 2e6 FLOP at 100 GFLOP/s (20 us) and 400 kB of compulsory
+    # bytes at 10 GB/s (40 us): memory-bound, 40 us of the 10 ms median.
+    assert row.pct_roofline == pytest.approx(100 * 40e-6 / 0.010) and row.bound == "memory"
     assert row.speedup == pytest.approx(0.008 / 0.010)  # rep_merged median / this median
     numba_c2 = frame[(frame.computation == "numba_cpu") & (frame.case == "c2")].iloc[0]
     assert numba_c2.speedup == pytest.approx(2.0)
@@ -498,10 +499,11 @@ def test_a_suite_is_introduced_by_its_description(tmp_path):
     run = make_run(suite_descriptions={"sw_small": "SW-small's stage layers (a test description)"})
     results = render_report([save(tmp_path / "a.json", run)]).markdown.split("## Results")[1]
     assert "### Suite `sw_small`\n\nSW-small's stage layers (a test description)\n" in results
-    from harness.cases import load_suite, suite_descriptions
+    from harness.cases import suite_descriptions
 
     descriptions = suite_descriptions()
-    assert descriptions["edge"].startswith("Shapes that break") and load_suite  # every committed suite has one
+    assert descriptions["edge"].startswith("Shapes that break")
+    assert set(descriptions) == {path.stem for path in (Path(__file__).parents[1] / "cases").glob("*.toml")}  # every committed suite has one
 
 
 def test_a_sweep_per_stage_gets_a_panel_per_stage_and_borrows_the_stage_s_own_case(tmp_path):

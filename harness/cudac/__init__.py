@@ -3,7 +3,6 @@ needed), host execution of the same source on the CPU, and GPU launches via cuda
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import torch
@@ -16,6 +15,7 @@ from harness.cudac.nvrtc import ARCHITECTURES, PtxasFigures, compile_cuda, nvrtc
 from harness.cudac.source import CudaSource
 from harness.cudac.figures import KernelFigures, Launch, figures_of, with_sass
 from harness.cudac.figures import stages as report_stages
+from harness.cudac.modules import load_module
 from harness.cudac.launch import (
     SHARED_LIMIT,
     branch_moves,
@@ -67,24 +67,6 @@ __all__ = [
     "unavailable_reason",
     "unsupported_features",
 ]
-
-
-@functools.lru_cache(maxsize=None)
-def _load(path: Path, device: torch.device, version: int):
-    """Built once per (file, device, version: its modification time), so an edited ``.cu`` is rebuilt."""
-    source = CudaSource.read(path)
-    if device.type == "cpu":
-        return HostModule.build(source)
-    from harness.cudac.device import DeviceModule
-
-    return DeviceModule.build(source, device)
-
-
-def load_module(path: str | Path, device: str | torch.device):
-    """The kernels of ``path`` for ``device``: a host build on ``cpu``, NVRTC + cuda.core on
-    ``cuda``. Built once per (file, device) in a process, again when the file changes."""
-    path = Path(path).resolve()
-    return _load(path, torch.device(device), path.stat().st_mtime_ns)
 
 
 def unavailable_reason(path: str | Path, device: torch.device) -> str | None:

@@ -83,7 +83,6 @@ class KernelFigures(PtxasFigures):
     loads_in_flight: int = 1
 
 
-@functools.lru_cache(maxsize=1)
 def stages() -> tuple[tuple[str, object, tuple[int, int, int, int]], ...]:
     """(case name, spec, input shape) of the stages every GPU figure is given for: the cases of the
     suite that declares ``figures_batch`` (cases/sw_tiny.toml: SW-tiny's four layers) at that batch."""

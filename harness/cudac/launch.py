@@ -118,7 +118,7 @@ def _device_index(device: torch.device) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def _cupy_module(path: Path, device_index: int):
+def _cupy_module(path: Path, device_index: int, version: int):
     import cupy
 
     with cupy.cuda.Device(device_index):
@@ -130,17 +130,19 @@ def cupy_launcher(path: str | Path, device: torch.device):
     host build on the CPU; on a GPU, ``cupy.RawModule`` on torch's current stream (whichever
     stream is current at the launch), tensors passed by address (``kernel_arguments``),
     opting in to more than 48 KiB of dynamic shared memory when a launch asks for it. Made
-    once per (file, device): a launch costs the argument packing and the driver call."""
+    once per (file, device, file version: its modification time, so an edited ``.cu`` is
+    rebuilt): a launch costs the argument packing and the driver call."""
     path = Path(path).resolve()
     device = torch.device(device)
     if device.type == "cuda":
         device = torch.device("cuda", _device_index(device))
-    return _launcher(path, device)
+    return _launcher(path, device, path.stat().st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=256)
-def _launcher(path: Path, device: torch.device):
-    from harness.cudac import CudaSource, load_module
+def _launcher(path: Path, device: torch.device, version: int):
+    from harness.cudac.modules import load_module
+    from harness.cudac.source import CudaSource
 
     signatures = CudaSource.read(path).kernels
     if device.type == "cpu":
@@ -157,7 +159,7 @@ def _launcher(path: Path, device: torch.device):
     import cupy
 
     index = device.index
-    module = _cupy_module(path, index)
+    module = _cupy_module(path, index, version)
     functions: dict[tuple[str, int], object] = {}  # (kernel, opted-in shared bytes) -> cupy.RawKernel
 
     def function_for(kernel: str, shared_bytes: int):
