@@ -77,6 +77,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="memory bandwidth for the roofline instead of the copy probe")  # fmt: skip
     group.addoption("--l2-flush", action="store_true", default=False,
                     help="on a GPU, overwrite a buffer larger than L2 before every round, outside the timed region (cold L2)")  # fmt: skip
+    group.addoption("--no-kernel-table", action="store_true", default=False,
+                    help="accepted for older command lines, and does nothing: a run never builds the kernels table "
+                         "(`swbench kernels --json`; `swbench report --kernels`)")  # fmt: skip
     group.addoption("--gpu-graph", action="store_true", default=False,
                     help="on a GPU, also time replays of the work captured once in a CUDA graph (harness.gputime)")  # fmt: skip
 

@@ -439,7 +439,7 @@ def plan(
 ) -> Matrix:
     """The matrix, every name checked here before anything is submitted (ValueError: one line
     naming the option)."""
-    from harness.cases import TIERS, in_tier, load_cases
+    from harness.cases import TIERS, Tier, load_cases
     from harness.models.bench import load_model_cases
     from harness.peers import peers
     from harness.registry import discover
@@ -448,10 +448,10 @@ def plan(
         raise ValueError(f"--tier: expected one of {', '.join(TIERS)}, got {tier!r}")
     chosen = list(dict.fromkeys(suites)) if suites else None
     try:
-        layer_cases = [case for case in load_cases(suites=chosen) if in_tier(case, tier)]
+        layer_cases = [case for case in load_cases(suites=chosen) if Tier.parse(tier).includes(case.tier)]
     except ValueError as error:
         raise ValueError(f"--suite: {error}") from None
-    model_cases = [case for case in load_model_cases(suites=chosen) if in_tier(case, tier)]
+    model_cases = [case for case in load_model_cases(suites=chosen) if Tier.parse(tier).includes(case.tier)]
     if not layer_cases and not model_cases:
         raise ValueError(f"--suite: no case of the {tier} tier in {', '.join(chosen or ['cases/'])}")
     known = sorted({*discover(impls_dir).implementations, *peers()})
