@@ -116,9 +116,10 @@ class Matrix:
         if self.computations:
             parts.append(" or ".join(f"[{name}-" for name in self.computations))
         if self.cases:
-            from harness.models.bench import SUITE as MODELS  # model benchmarks' ids: COMPUTATION-DEVICE-CASE
+            from harness.cases import load_suites  # network benchmarks' ids: COMPUTATION-DEVICE-CASE
 
-            parts.append(" or ".join(f"-{case}]" if suite == MODELS else f"-{suite}-{case}]" for suite, case in self.cases))
+            networks = {found.name for found in load_suites() if found.models}
+            parts.append(" or ".join(f"-{case}]" if suite in networks else f"-{suite}-{case}]" for suite, case in self.cases))
         return " and ".join(f"({part})" for part in parts) or None
 
     def pytest_args(self, device: str, output: Path) -> list[str]:
