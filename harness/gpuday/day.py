@@ -44,11 +44,11 @@ PHASES = (
     Phase("env", 40, 15, "GPU, SMs, clocks, driver and library versions, PTX ISA emitted and accepted, copy and FP32 GEMM ceilings"),
     Phase("correctness", 110, 65, "every CUDA implementation on SW-tiny/SW-small stage shapes, B=1/64, fp32/fp64, exact and float; the network path; swbench check"),
     Phase("sanitizers", 45, 25, "compute-sanitizer memcheck, racecheck, synccheck, initcheck on every CUDA implementation's kernels, caching allocator off"),
-    Phase("timing", 100, 45, "implementations and peers on the SW-tiny stages at B=64/128, CUDA events, cold L2, graph replay, host time per call"),
-    Phase("peers", 40, 30, "the compiled (full-tier) peers with cudnn.benchmark autotuning"),
+    Phase("timing", 100, 35, "implementations and peers on the SW-tiny stages at B=64/128, CUDA events, cold L2, graph replay, host time per call"),
+    Phase("peers", 40, 25, "the compiled (full-tier) peers with cudnn.benchmark autotuning"),
     Phase("counters", 45, 30, "ncu: DRAM bytes, occupancy, bank conflicts, pipe utilisation, stalls, beside the static estimates"),
     Phase("networks", 60, 65, "Table 7 on the GPU: SW-tiny with each GPU implementation, SW-tiny Rep, UniRepLKNet-T, SLaK-T (Rep) at B=64/128"),
-    Phase("report", 20, 20, "the markdown report from the runs (where its libraries are present)"),
+    Phase("report", 40, 40, "the markdown report from the runs (where its libraries are present)"),
 )
 PHASE_NAMES = tuple(phase.name for phase in PHASES)
 
