@@ -61,6 +61,8 @@ class Prepared:
     source: object = None
     #: fixed rounds of one call (pytest-benchmark's pedantic mode: long calls), or None: its calibration
     rounds: int | None = None
+    #: whether two calls should give the same result (not a training step: it changes the weights)
+    repeatable: bool = True
 
 
 class Item(Protocol):
@@ -258,7 +260,8 @@ class LayerItem:
 def layer_cases(selection: Selection) -> list[Case]:
     """The layer cases of the selected suites in the run's tier."""
     tier = Tier.parse(selection.tier)
-    return [case for case in load_cases(suites=list(selection.suites) if selection.suites else None) if tier.includes(case.tier)]
+    suites = list(selection.suites) if selection.suites else None
+    return [case for case in load_cases(suites=suites, measures="inference") if tier.includes(case.tier)]
 
 
 def layer_items(selection: Selection) -> list[LayerItem]:
@@ -343,8 +346,9 @@ class Session:
             last = gputime.time_on_gpu(benchmark, work, item.device, gputime.GpuTiming(self.l2_flush, self.gpu_graph))
         else:
             last = benchmark(prepared.run)
-        row = row.with_determinism(outputs_equal(first, last))
-        benchmark.extra_info.update(row.to_extra_info())
+        if prepared.repeatable:
+            row = row.with_determinism(outputs_equal(first, last))
+            benchmark.extra_info.update(row.to_extra_info())
         try:  # what was timed is verified too: a replayed, cached or unfinished result fails here
             integrity.check_timed_calls(prepared.run, prepared.verify, first, last, prepared.inputs, prepared.source, benchmark)
         except Exception as error:

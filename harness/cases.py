@@ -5,7 +5,8 @@ A suite file holds a ``description``, what the suite is for (``checks``: which `
 check`` tiers check its cases, ``CHECKS``; ``figures_batch``: the suite whose cases at that
 batch are the stages the GPU figures are given for), an optional ``[defaults]`` table and either
 ``[[case]]`` tables (layers: ``Case``'s fields) or ``[[model]]`` tables (networks:
-``ModelCase``'s fields), a missing key taken from the defaults. ``load_suites`` reads every kind.
+``ModelCase``'s fields), a missing key taken from the defaults; ``measures`` says whether its
+cases time inference (the default) or training. ``load_suites`` reads every kind.
 
 Tiers (``Tier``): ``quick`` (minutes on a 2-core machine) and ``full`` (adds the rest, for real
 hardware); a run of a tier includes what is in it or in a tier before it (``Tier.includes``).
@@ -154,6 +155,13 @@ class Suite:
     figures_batch: int | None
     cases: tuple[Case, ...] = ()
     models: tuple[ModelCase, ...] = ()
+    #: what the suite times: ``inference`` (a forward pass) or ``training`` (forward + backward
+    #: of a layer; a network's training step)
+    measures: str = "inference"
+
+
+#: What a suite of networks may measure (its TOML's ``measures``).
+MEASURES = ("inference", "training")
 
 
 def _entries(path: Path, data: dict, table: str, kind: type, known: set[str]) -> list:
@@ -182,7 +190,7 @@ def read_suite(path: str | os.PathLike) -> Suite:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"{path}: not valid TOML: {error}") from None
-    unknown = set(data) - {"defaults", "case", "model", "description", "checks", "figures_batch"}
+    unknown = set(data) - {"defaults", "case", "model", "description", "checks", "figures_batch", "measures"}
     if unknown:
         raise ValueError(f"{path}: unknown top-level keys {sorted(unknown)}; expected description, checks, "
                          "figures_batch, [defaults] and [[case]] or [[model]]")  # fmt: skip
@@ -197,9 +205,14 @@ def read_suite(path: str | os.PathLike) -> Suite:
     description = data.get("description")
     if description is not None and not isinstance(description, str):
         raise ValueError(f"{path}: description must be a string, got {description!r}")
+    measures = data.get("measures", "inference")
+    if measures not in MEASURES:
+        raise ValueError(f"{path}: measures must be one of {MEASURES}, got {measures!r}")
     if "model" in data:
-        return Suite(path.stem, description, checks, batch, models=tuple(_entries(path, data, "model", ModelCase, _MODEL_FIELDS)))
-    return Suite(path.stem, description, checks, batch, cases=tuple(_entries(path, data, "case", Case, _CASE_FIELDS)))
+        models = tuple(_entries(path, data, "model", ModelCase, _MODEL_FIELDS))
+        return Suite(path.stem, description, checks, batch, models=models, measures=measures)
+    cases = tuple(_entries(path, data, "case", Case, _CASE_FIELDS))
+    return Suite(path.stem, description, checks, batch, cases=cases, measures=measures)
 
 
 def load_suites(folder: str | os.PathLike | None = None, suites: list[str] | None = None) -> list[Suite]:
@@ -220,14 +233,19 @@ def load_suite(path: str | os.PathLike) -> list[Case]:
     return list(read_suite(path).cases)
 
 
-def load_cases(folder: str | os.PathLike | None = None, suites: list[str] | None = None) -> list[Case]:
-    """Layer cases of every suite in ``folder`` (default: the project's ``cases/``), or of ``suites``."""
-    return [case for suite in load_suites(folder, suites) for case in suite.cases]
+def load_cases(folder: str | os.PathLike | None = None, suites: list[str] | None = None,
+               measures: str | None = None) -> list[Case]:  # fmt: skip
+    """Layer cases of every suite in ``folder`` (default: the project's ``cases/``), or of
+    ``suites``; only those of suites that measure ``measures`` (inference: the forward;
+    training: forward + backward) when it is given."""
+    return [case for suite in load_suites(folder, suites) if measures in (None, suite.measures) for case in suite.cases]
 
 
-def load_model_cases(folder: str | os.PathLike | None = None, suites: list[str] | None = None) -> list[ModelCase]:
-    """Networks of every suite in ``folder`` (default ``cases/``), or of ``suites``."""
-    return [case for suite in load_suites(folder, suites) for case in suite.models]
+def load_model_cases(folder: str | os.PathLike | None = None, suites: list[str] | None = None,
+                     measures: str | None = "inference") -> list[ModelCase]:  # fmt: skip
+    """Networks of every suite in ``folder`` (default ``cases/``), or of ``suites``, that
+    measure ``measures`` (inference or training; None: both)."""
+    return [case for suite in load_suites(folder, suites) if measures in (None, suite.measures) for case in suite.models]
 
 
 def figures_stages(folder: str | os.PathLike | None = None) -> tuple[Suite, list[Case]]:

@@ -38,7 +38,7 @@ EXECUTORS = ("local", "slurm")
 BENCH_ARGS = ("--benchmark-max-time=0.5", "--benchmark-min-rounds=3")
 #: The benchmark tests (layers, networks): named on the command line so that the run collects
 #: only them (make bench collects every test and deselects all but these; a test keeps the list true).
-BENCH_FILES = ("tests/test_benchmarks.py", "tests/test_model_benchmarks.py")
+BENCH_FILES = ("tests/test_benchmarks.py", "tests/test_model_benchmarks.py", "tests/test_training_benchmarks.py")
 #: A target's short keys -> submitit (AutoExecutor) parameters; any other key is passed as is.
 TARGET_KEYS = {
     "partition": "slurm_partition", "gres": "slurm_gres", "constraint": "slurm_constraint",
@@ -442,6 +442,7 @@ def plan(
     naming the option)."""
     from harness.cases import TIERS, Tier, load_cases
     from harness.models.bench import load_model_cases
+    from harness.models.training import PYTORCH_WAYS
     from harness.peers import peers
     from harness.registry import discover
 
@@ -452,10 +453,10 @@ def plan(
         layer_cases = [case for case in load_cases(suites=chosen) if Tier.parse(tier).includes(case.tier)]
     except ValueError as error:
         raise ValueError(f"--suite: {error}") from None
-    model_cases = [case for case in load_model_cases(suites=chosen) if Tier.parse(tier).includes(case.tier)]
+    model_cases = [case for case in load_model_cases(suites=chosen, measures=None) if Tier.parse(tier).includes(case.tier)]
     if not layer_cases and not model_cases:
         raise ValueError(f"--suite: no case of the {tier} tier in {', '.join(chosen or ['cases/'])}")
-    known = sorted({*discover(impls_dir).implementations, *peers()})
+    known = sorted({*discover(impls_dir).implementations, *peers(), *PYTORCH_WAYS})
     unknown = sorted(set(computations or ()) - set(known))
     if unknown:
         raise ValueError(f"--impl: unknown implementation(s) or peer(s) {unknown}; known: {known}")

@@ -102,6 +102,10 @@ class BenchmarkRow(_Row):
     setup_seconds: float | None  # compilation / preparation, never timed (torch.compile peers)
     verified: str
     deterministic: bool | None = None
+    #: what was timed: "forward", or "forward+backward" (the gradients of x and of the small kernels)
+    passes: str = "forward"
+    #: of a forward+backward: whose backward ran (an implementation's own, "reference", "autograd")
+    backward: str | None = None
 
     @classmethod
     def for_case(cls, case: Case, **values) -> BenchmarkRow:

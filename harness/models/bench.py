@@ -60,9 +60,10 @@ class ModelMismatch(AssertionError):
     """A network with an implementation disagrees with the reference-path network."""
 
 
-def load_model_cases(folder: str | os.PathLike | None = None, suites: list[str] | None = None) -> list[ModelCase]:
+def load_model_cases(folder: str | os.PathLike | None = None, suites: list[str] | None = None,
+                     measures: str | None = "inference") -> list[ModelCase]:  # fmt: skip
     """The networks of the suites (``harness.cases.load_model_cases``), their names checked here."""
-    found = cases.load_model_cases(folder, suites)
+    found = cases.load_model_cases(folder, suites, measures)
     for case in found:
         try:
             network_info(case.network)
@@ -90,18 +91,21 @@ class ModelRun:
         return f"{self.computation}-{self.device}-{self.case.name}"
 
 
-def model_runs(suites: list[str] | None, tier: str, devices: tuple[str, ...], dtype: torch.dtype) -> list[ModelRun]:
-    """Every run the selected suites ask for: SW networks once per registered implementation."""
+def model_runs(suites: list[str] | None, tier: str, devices: tuple[str, ...], dtype: torch.dtype,
+               purpose: Purpose = Purpose.NETWORK) -> list[ModelRun]:  # fmt: skip
+    """Every run the selected suites ask for: SW networks once per registered implementation
+    (inference suites for ``Purpose.NETWORK``, training suites for ``Purpose.TRAINING``)."""
     runs = []
-    chosen = [c for c in load_model_cases(suites=suites) if Tier.parse(tier).includes(c.tier)]
+    measures = "training" if purpose is Purpose.TRAINING else "inference"
+    chosen = [c for c in load_model_cases(suites=suites, measures=measures) if Tier.parse(tier).includes(c.tier)]
     for device in devices:
-        usable = available_implementations(device, dtype)
+        usable = available_implementations(device, dtype, purpose)
         for case in chosen:
             info = network_info(case.network)
             if info.family == "sw" and not info.rep:
                 runs += [ModelRun(case, device, name, reason) for name, reason in sorted(usable.items())]
             else:
-                runs.append(ModelRun(case, device, None, eligibility.reason(None, device, dtype, Purpose.NETWORK)))
+                runs.append(ModelRun(case, device, None, eligibility.reason(None, device, dtype, purpose)))
     return runs
 
 

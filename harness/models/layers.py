@@ -69,10 +69,11 @@ def _implementation_in(name: str, folder: str | None, generation_: int) -> Imple
     return found[name]
 
 
-def available_implementations(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, str | None]:
+def available_implementations(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                              purpose: Purpose = Purpose.NETWORK) -> dict[str, str | None]:  # fmt: skip
     """Every registered implementation -> None if it can run a network on ``device`` in
     ``dtype`` here, else the reason it cannot (unavailable, emulated GPU code, dtype)."""
-    return {name: eligibility.reason(impl, device, dtype, Purpose.NETWORK) for name, impl in implementations().items()}
+    return {name: eligibility.reason(impl, device, dtype, purpose) for name, impl in implementations().items()}
 
 
 def resolve_impl(impl: str, device: str | torch.device, dtype: torch.dtype = torch.float32) -> str:

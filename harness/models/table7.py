@@ -57,10 +57,13 @@ def table7_section(frame: pd.DataFrame) -> list[str]:
     implementation, here and on the A100."""
     if frame is None or frame.empty or "kind" not in frame:
         return []
+    training = frame[frame["kind"] == "training"].copy()
     rows = frame[frame["kind"] == "model"].copy()
     if rows.empty:
-        return []
+        return training_section(training) if not training.empty else []
     rows["images_per_s"] = _images_per_s(rows)
+    if not training.empty:
+        training["images_per_s"] = _images_per_s(training)
     machines = rows["machine"].unique() if "machine" in rows else [None]
     parts = [
         "## Table 7 on this machine",
@@ -86,6 +89,7 @@ def table7_section(frame: pd.DataFrame) -> list[str]:
                     "GFLOP/image": _fmt(float(row["gflop_per_image"])) if "gflop_per_image" in row else "—",
                     "params (M)": _fmt(row["params"] / 1e6) if "params" in row else "—",
                     "SW share": _fmt(float(row["sw_time_share"]), 2) if "sw_time_share" in row else "—",
+                    "training images/s here": _training_beside(training, machine, row),
                     "threads": _fmt(row.get("threads")),
                 })  # fmt: skip
             title = f"### {machine}, batch {batch}" if machine is not None else f"### Batch {batch}"
@@ -97,6 +101,61 @@ def table7_section(frame: pd.DataFrame) -> list[str]:
         parts.append("Paper rows not in this run: " + ", ".join(missing) + " (the full tier runs them).")
     parts.append("The ★ rows (SLaK with RepLKNet's iGEMM CUDA large-kernel conv: 638 and 385 images/s on the "
                  "A100) have no counterpart here.")
+    if not training.empty:
+        parts += training_section(training)
+    return parts
+
+
+def _training_beside(training: pd.DataFrame, machine: object, row: pd.Series) -> str:
+    """The training column of an inference row: images/s of the same network (its training
+    form: a "_rep" row has none) with the same implementation on the same machine, per
+    training batch ("12.3 (b8)"), or "—"."""
+    if training.empty:
+        return "—"
+    same = training[(training["network"] == row["network"]) & (training["computation"] == row["computation"])]
+    if machine is not None and "machine" in same:
+        same = same[same["machine"] == machine]
+    return ", ".join(f"{_fmt(float(r['images_per_s']))} (b{r['batch']})" for _, r in same.sort_values("batch").iterrows()) or "—"
+
+
+def training_section(training: pd.DataFrame) -> list[str]:
+    """Markdown parts for the training steps (``--suite training``): per machine and batch, a
+    row per network and SW implementation with images/s of a training step (forward,
+    cross-entropy, backward, AdamW) and whose backward ran through the SW layers; then SW's
+    ratios against SLaK and UniRepLKNet (their training forms)."""
+    training = training.copy()
+    training["images_per_s"] = _images_per_s(training)
+    parts = [
+        "### Training steps",
+        "Images per second of a training step (forward, cross-entropy, backward, AdamW step) of each network in its "
+        "training form (not reparameterized, train mode) at 224x224 (`pytest --benchmark-only --suite training`). "
+        "*backward* says whose backward ran through the SW layers: the implementation's own, or the reference's "
+        "(autograd of the merged depthwise convs). SW networks' gradients are verified in float64 against the same "
+        "network on the reference path before timing. The paper gives no training throughput.",
+    ]
+    machines = training["machine"].unique() if "machine" in training else [None]
+    for machine in machines:
+        here = training if machine is None else training[training["machine"] == machine]
+        for batch in sorted(here["batch"].unique()):
+            at = here[here["batch"] == batch]
+            table = [{
+                "network": NETWORKS[r["network"]].label if r["network"] in NETWORKS else r["network"],
+                "implementation": _fmt(r.get("implementation")),
+                "backward": _fmt(r.get("backward")) if r.get("implementation") else "—",
+                "training images/s here": _fmt(float(r["images_per_s"])),
+                "params (M)": _fmt(r["params"] / 1e6) if "params" in r else "—",
+                "threads": _fmt(r.get("threads")),
+            } for _, r in at.sort_values(["network", "computation"]).iterrows()]  # fmt: skip
+            title = f"#### Training, {machine}, batch {batch}" if machine is not None else f"#### Training, batch {batch}"
+            parts += [title, pd.DataFrame(table).to_markdown(index=False)]
+            lines = []
+            for numerator, denominator in RATIOS:
+                top, bottom = best_images_per_s(at, numerator), best_images_per_s(at, denominator)
+                if top is not None and bottom is not None:
+                    impl = f" (SW: {top[1]})" if top[1] else ""
+                    lines.append(f"| {NETWORKS[numerator].label} / {NETWORKS[denominator].label} | {top[0] / bottom[0]:.3g}{impl} |")
+            if lines:
+                parts.append("\n".join(["| training ratio | here |", "|---|---|", *lines]))
     return parts
 
 
@@ -127,4 +186,4 @@ def _ratios(rows: pd.DataFrame) -> str:
     return "\n".join(["| ratio | here | A100 (paper) |", "|---|---|---|", *lines])
 
 
-__all__ = ["PAPER_A100", "PAPER_BATCH", "RATIOS", "best_images_per_s", "table7_section"]
+__all__ = ["PAPER_A100", "PAPER_BATCH", "RATIOS", "best_images_per_s", "table7_section", "training_section"]

@@ -127,6 +127,11 @@ def _table7(runs: Sequence[Run]) -> list[str]:
         for run in runs
         for row, stats in run.network_rows()
     ]  # fmt: skip
+    rows += [
+        {"kind": "training", **dataclasses.asdict(row), "median_s": stats["median"], "machine": labels[run.path], "file": run.path.name}
+        for run in runs
+        for row, stats in run.training_rows()
+    ]  # fmt: skip
     if not rows:
         return []
     from harness.models.table7 import table7_section  # networks (and timm-like layers) only when needed
