@@ -41,7 +41,7 @@ from harness.eligibility import Purpose
 from harness.models.bench import VERIFY_SIZE, ModelMismatch, NetworkItem, model_runs, randomize_for_check
 from harness.models.layers import REFERENCE, backward_used, resolve_impl, set_impl
 from harness.models.networks import build_network, network_info
-from harness.peers import _radius, symmetric_kernels
+from harness.peers import _conv_flops, _radius, symmetric_kernels
 from harness.perf import useful_flops
 from harness.reference import Branches, gradient_bound, no_tf32, reference_gradients
 from harness.registry import Implementation, Role, implementations
@@ -368,6 +368,8 @@ def prepare_layer_training(way: LayerWay, case: Case, dtype: torch.dtype, device
         return "gradients of x and of the small kernels within the gradient bound of the float64 reference's"
 
     flops = TRAINING_FLOPS_FACTOR * useful_flops(spec, case.input_shape)
+    # what a merged way executes: its strips' dense taps (zeros included), forward and both gradients
+    executed = flops if way.implementation else TRAINING_FLOPS_FACTOR * _conv_flops(x, list(symmetric_kernels(weight, spec)))
     itemsize = x.element_size()
     pixels = x.numel()
     # forward's compulsory traffic + the three branch gradients read + grad_x and grad_weight written
@@ -378,7 +380,7 @@ def prepare_layer_training(way: LayerWay, case: Case, dtype: torch.dtype, device
         return BenchmarkRow.for_case(
             case, computation=way.name, role=way.role.value, baseline=way.baseline, description=way.description,
             device=device, execution=execution, threads=torch.get_num_threads() if device == "cpu" else None,
-            dtype=dtype_name, useful_flops=flops, flops=flops, compulsory_bytes=moved, traffic_bytes=None,
+            dtype=dtype_name, useful_flops=flops, flops=executed, compulsory_bytes=moved, traffic_bytes=None,
             setup_seconds=setup, verified=verified, passes="forward+backward", backward=backward,
         )  # fmt: skip
 
