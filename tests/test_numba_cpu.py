@@ -239,3 +239,25 @@ def test_deployed_layer_is_used_and_sees_changed_parameters():
         module.branch_scale[1, 3] += 0.5
         module.output_shift[35] -= 0.25
     assert torch.allclose(deployed(x), reference(x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", SHAPES, ids=lambda case: f"{case.name}-{case.height}x{case.width}")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("form", FORMS)
+def test_backward_forms_match_the_reference_gradients(case, dtype, form):
+    """Both backward forms (the planes form's adjoint gather; the channels form's gradients
+    through the merged kernels, mapped back) within ``gradient_bound``; pruned kernels exactly 0."""
+    import importlib
+
+    from harness.checking.gradients import gradient_inputs
+    from harness.reference import Branches, gradient_bound, reference_gradients
+
+    package = importlib.import_module("impls.numba_cpu")
+    inputs = gradient_inputs(CheckCase(case, dtype, "float"))
+    spec = case.spec()
+    x64, w64 = inputs.x.double(), inputs.weight.double()
+    g64 = Branches(*(g.double() for g in inputs.grads))
+    want, bounds = reference_gradients(x64, w64, spec, g64), gradient_bound(x64, w64, spec, g64, inputs.x.dtype)
+    got = package.backward(inputs.x, inputs.weight, spec, *inputs.grads, form=form)
+    for label, mine, theirs, bound in zip(("x", "weight"), got, want, bounds):
+        assert describe_mismatch(mine, theirs, bound, inputs.x.dtype) is None, label

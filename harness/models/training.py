@@ -153,7 +153,7 @@ def network_step(name: str, impl: str = "auto", batch: int = 8, size: int = 224,
             loss = F.cross_entropy(net(images), labels)
             loss.backward()
         optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
     return step
 

@@ -29,8 +29,10 @@ and the measured limits below are the algorithm's (operation counts, the NCHW tr
 the compiler's. ``forward(..., form="planes" | "channels")`` forces a form (for profiling:
 ``reports/notes/numba_cpu_phases.py``).
 
-The backward (``backward.py``) is the adjoint of the planes form's gather, fused with the
-small conv's two gradients, one (b, c) plane per task; pruned and off-map kernels are skipped.
+The backward takes the forward's form for the call: in the planes form (``backward.py``) the
+adjoint of the gather, fused with the small conv's two gradients, one (b, c) plane per task,
+pruned and off-map kernels skipped; in the channels form (``channels_backward.py``) the
+gradients through the merged kernels, lanes over channels, mapped back to the small kernels.
 
 No atomics: each output element is summed by one thread. Floating point: only reassociation
 and FMA contraction, which the reference's order-independent gamma_n bound covers; pruned
@@ -47,8 +49,8 @@ import torch
 
 from harness import Branches, Computes, Implementation, ShiftwiseSpec
 
-from . import channels, deployed, planes
-from .backward import backward
+from . import channels, channels_backward, deployed, planes
+from .backward import backward as planes_backward
 
 FORMS = ("planes", "channels")
 #: Relative cost of one counted vector instruction of each form, measured on the SW-tiny stages
@@ -148,6 +150,22 @@ def forward(x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec, *, form:
     if form == "channels":
         return _channels_forward(x, weight, spec)
     raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+
+
+def backward(x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec, grad_h: torch.Tensor, grad_v: torch.Tensor,
+             grad_i: torch.Tensor, *, form: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(grad_x, grad_weight) for the branch gradients, in the form the forward would use for
+    this call (``choose_form``; ``form`` forces one): the planes form's adjoint gather, or the
+    channels form's gradients through the merged kernels (``channels_backward``)."""
+    form = form or _form(spec, tuple(x.shape), x.element_size())
+    if form == "planes":
+        return planes_backward(x, weight, spec, grad_h, grad_v, grad_i)
+    if form != "channels":
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    lanes = channels.VECTOR_BYTES // x.element_size()
+    k = spec.small_kernel
+    w = np.ascontiguousarray(weight.detach().reshape(x.shape[1] * spec.nk, k, k).numpy())
+    return channels_backward.backward(x, weight, spec, grad_h, grad_v, grad_i, _merged_kernels(w, spec, lanes))
 
 
 def traffic(spec: ShiftwiseSpec, shape: tuple[int, int, int, int], itemsize: int) -> int:
