@@ -132,8 +132,8 @@ class Computation:
         """Why this computation is not timed on ``device`` in ``dtype`` in a ``tier`` run here, or None if it is."""
         if self.peer is not None and not Tier.parse(tier).includes(self.peer.tier):
             return f"timed from the {self.peer.tier} tier on: {self.peer.tier_reason}"
-        if self.peer is not None and self.peer.unavailable() is not None:
-            return self.peer.unavailable()
+        if self.peer is not None and (why := self.peer.unavailable(device)) is not None:
+            return why
         return eligibility.reason(self.implementation, device, dtype, Purpose.LAYER)
 
     def execution_mode(self, device: str) -> str:

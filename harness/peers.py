@@ -7,12 +7,21 @@ Each peer declares its ``Role``:
   these. They are checked against the reference in tests/test_peers.py.
 - ``Role.OTHER_OPERATOR``: another large-kernel operator at the same layer (SLaK strips,
   UniRepLKNet's 13x13), context only.
+- ``Role.LOWER_PRECISION``: the merged convs in FP16 / BF16 (channels_last, cuDNN's fast
+  depthwise path on a GPU): context only, never "the fastest PyTorch way" of the FP32 operator,
+  checked within its own precision's bound (``harness.reference.lower_precision_bound``).
 
 Each runs as a deployed model would: kernels prepared once, only the convolutions timed, in
 true FP32 (TF32 off, like the implementations) with whatever algorithms torch picks. A
 channels_last peer converts its input and kernels once in ``prepare`` (a deployed model keeps
 that layout, so the conversion is not timed). ``torch.compile`` peers compile and warm up in
 ``prepare``; that time is ``setup_seconds``, reported separately and never timed.
+
+What a GPU user would pick is here: the merged convs in NCHW (torch's native depthwise kernel)
+and channels_last (cuDNN's, autotuned under ``cudnn.benchmark``, which the GPU day's peers phase
+sets), the deployed merged form (branch scales, bias and the identity residual folded into two
+strips: ``deployed_strips``), ``torch.compile`` in its default and max-autotune modes of the
+merged and of the naive (small conv + shift-add) form, and the FP16 / BF16 rows.
 
 Why several merged-kernel peers: on a CPU the memory layout and the padding path change the
 time of the same depthwise conv by up to 20x (a 3x51 kernel with ``padding=(1, 25)`` in NCHW
@@ -34,7 +43,9 @@ import torch
 import torch.nn.functional as F
 
 from harness.cases import Case
-from harness.reference import gamma, merge_kernels, merged_forward, no_tf32, small_conv
+from harness.checking import describe_mismatch
+from harness.reference import (gamma, lower_precision_bound, merge_kernels, merged_forward, no_tf32, reference_forward,
+                               small_conv, summed_bound)  # fmt: skip
 from harness.registry import Computes, Implementation, Role, implementations
 from harness.spec import ShiftwiseSpec
 
@@ -67,8 +78,10 @@ class Peer:
     tier: str = "quick"
     #: why it waits for that tier, for the not-run listing
     tier_reason: str = ""
-    #: why it cannot be prepared here (None: it can), asked before it is timed
-    unavailable: Callable[[], str | None] = lambda: None
+    #: why it cannot be prepared on a device ("cpu", "cuda"; None: it can), asked before it is timed
+    unavailable: Callable[[str], str | None] = lambda device: None
+    #: its ``prepare`` runs torch.compile (seconds to a minute per shape: the GPU day times it last)
+    compiled: bool = False
 
 
 def _depthwise(x: torch.Tensor, kernel: torch.Tensor, padding: tuple[int, int, int, int]) -> torch.Tensor:
@@ -201,9 +214,125 @@ def _rep_cross(case: Case, x: torch.Tensor, weight: torch.Tensor) -> PreparedPee
     return PreparedPeer(run, _conv_flops(x, [kernel]), _bytes(x, [kernel], 1))
 
 
-def _compiled(fn: Callable[[], object]) -> tuple[Callable[[], object], float]:
-    """``torch.compile`` (inductor) of a no-argument call, compiled and warmed up now."""
-    compiled = torch.compile(fn, backend="inductor", fullgraph=False, dynamic=False)
+def deployed_strips(weight: torch.Tensor, spec: ShiftwiseSpec, branch_scale: torch.Tensor | None = None,
+                    residual: bool = True) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The deployed layer's two centred strips (``symmetric_kernels``): the horizontal k x (2R+1)
+    one with the identity kernel added at its centre columns and, with ``residual``, +1 at its
+    centre tap (the layer's identity residual), and the vertical (2R+1) x k one; each scaled per
+    channel by its folded branch BatchNorm (``branch_scale``, (3, C): h, v, i; None: ones). So
+    ``conv(x, h, bias, padding=(r, R)) + conv(x, v, padding=(R, r))`` is the reparameterized
+    layer's SW channels (bias: the folded BatchNorms' sum)."""
+    h, v, i = symmetric_kernels(weight, spec)
+    if branch_scale is not None:
+        h, v, i = (kernel * scale.view(-1, 1, 1, 1) for kernel, scale in zip((h, v, i), branch_scale))
+    r, radius = spec.small_kernel // 2, _radius(spec)
+    h = h.clone()
+    h[..., radius - r : radius + r + 1] += i
+    if residual:
+        h[:, 0, r, radius] += 1.0
+    return h, v
+
+
+def _deployed(layout: str):
+    """The deployed merged form in ``layout``: two depthwise convs (the bias in the first) and one
+    in-place add. A layer case has no BatchNorm: the folded scales are ones and the bias zeros
+    (folding real ones changes the kernels' values, not the work). Its flops are the convs' (the
+    bias and the add, 2 per output against the strips' 4k(2R+1), are not counted, as torch does not)."""
+
+    def prepare(case: Case, x: torch.Tensor, weight: torch.Tensor) -> PreparedPeer:
+        spec = case.spec()
+        c, r, radius = spec.channels, spec.small_kernel // 2, _radius(spec)
+        h, v = deployed_strips(weight, spec)
+        bias = x.new_zeros(c)
+        if layout == "channels_last":
+            x, h, v = (_channels_last(t) for t in (x, h, v))
+
+        def run() -> torch.Tensor:
+            with no_tf32():
+                out = F.conv2d(x, h, bias, padding=(r, radius), groups=c)
+                return out.add_(F.conv2d(x, v, padding=(radius, r), groups=c))
+
+        return PreparedPeer(run, _conv_flops(x, [h, v]), _bytes(x, [h, v, bias], 1),
+                            verify=_residual_sum_check(x, weight, spec))  # fmt: skip
+
+    return prepare
+
+
+def _residual_sum_check(x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec) -> Callable[[object], str]:
+    """The check of a deployed form's one output: h + v + i + x of the float64 reference within
+    ``summed_bound(..., residual=True)``."""
+
+    def verify(result: object) -> str:
+        outputs = result if isinstance(result, tuple) else (result,)
+        if len(outputs) != 1:
+            raise AssertionError(f"a deployed form returns one output (h + v + i + x), got {len(outputs)}")
+        x64, w64 = x.detach().double(), weight.detach().double()
+        expected = sum(reference_forward(x64, w64, spec)) + x64
+        message = describe_mismatch(outputs[0], expected, summed_bound(x64, w64, spec, x.dtype, residual=True), x.dtype)
+        if message:
+            raise AssertionError(f"h + v + i + x: {message}")
+        return "h + v + i + x matches the reference within its error bound"
+
+    return verify
+
+
+def _lower_precision(dtype: torch.dtype):
+    """The three merged convs in ``dtype``, channels_last, centred strips and ``padding=``: x and
+    the kernels converted once in ``prepare`` (a deployed half-precision model keeps them so)."""
+
+    def prepare(case: Case, x: torch.Tensor, weight: torch.Tensor) -> PreparedPeer:
+        spec = case.spec()
+        c, r, radius = spec.channels, spec.small_kernel // 2, _radius(spec)
+        low = [_channels_last(t.to(dtype)) for t in (x, *symmetric_kernels(weight, spec))]
+        xl, h, v, i = low
+
+        def run() -> tuple[torch.Tensor, ...]:
+            out_h = F.conv2d(xl, h, padding=(r, radius), groups=c)
+            out_v = F.conv2d(xl, v, padding=(radius, r), groups=c)
+            return out_h, out_v, F.conv2d(xl, i, padding=r, groups=c)
+
+        return PreparedPeer(run, _conv_flops(xl, [h, v, i]), _bytes(xl, [h, v, i], 3),
+                            verify=_lower_precision_check(x, weight, spec, dtype))  # fmt: skip
+
+    return prepare
+
+
+def _lower_precision_check(x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec, dtype: torch.dtype) -> Callable[[object], str]:
+    def verify(result: object) -> str:
+        outputs = result if isinstance(result, tuple) else (result,)
+        if len(outputs) != 3:
+            raise AssertionError(f"expected the three branches, got {len(outputs)} outputs")
+        x64, w64 = x.detach().double(), weight.detach().double()
+        expected = reference_forward(x64, w64, spec)
+        bounds = lower_precision_bound(x, weight, spec, dtype)
+        for label, got, want, bound in zip("hvi", outputs, expected, bounds):
+            if got.dtype != dtype:
+                raise AssertionError(f"branch {label}: computed in {got.dtype}, declared {dtype}")
+            if message := describe_mismatch(got, want, bound, dtype):
+                raise AssertionError(f"branch {label} in {dtype}: {message}")
+        name = str(dtype).removeprefix("torch.")
+        return f"{name} (lower precision): matches the reference within {name}'s bound (float32 accumulation)"
+
+    return verify
+
+
+def _no_fp16_on_cpu(device: str) -> str | None:
+    if device == "cpu":
+        return ("float16 convolution on a CPU takes torch's slow generic path (over 100x the float32 channels_last conv "
+                "in one process on this machine): a GPU row only")  # fmt: skip
+    return None
+
+
+#: torch.compile's modes timed: inductor's default, and max-autotune without its own CUDA graphs
+#: (cudagraph trees overwrite a call's outputs at the next call, which the benchmarks' checks of
+#: the first and last results read; the harness's own graph replay, --gpu-graph, times the
+#: captured call instead).
+COMPILE_MODES = {"default": None, "max-autotune": "max-autotune-no-cudagraphs"}
+
+
+def _compiled(fn: Callable[[], object], mode: str = "default") -> tuple[Callable[[], object], float]:
+    """``torch.compile`` (inductor) of a no-argument call in ``mode`` (``COMPILE_MODES``), compiled and warmed up now."""
+    compiled = torch.compile(fn, backend="inductor", fullgraph=False, dynamic=False, mode=COMPILE_MODES[mode])
     start = time.perf_counter()
     with torch.no_grad():
         compiled()
@@ -211,17 +340,20 @@ def _compiled(fn: Callable[[], object]) -> tuple[Callable[[], object], float]:
     return compiled, time.perf_counter() - start
 
 
-def _compiled_rep_merged(case: Case, x: torch.Tensor, weight: torch.Tensor) -> PreparedPeer:
-    spec = case.spec()
-    kernels = merge_kernels(weight, spec)
-    merged = [kernels.h, kernels.v, kernels.i]
+def _compiled_rep_merged(mode: str):
+    def prepare(case: Case, x: torch.Tensor, weight: torch.Tensor) -> PreparedPeer:
+        spec = case.spec()
+        kernels = merge_kernels(weight, spec)
+        merged = [kernels.h, kernels.v, kernels.i]
 
-    def forward():
-        return merged_forward(x, kernels, spec, deterministic=False)
+        def forward():
+            return merged_forward(x, kernels, spec, deterministic=False)
 
-    with no_tf32():
-        run, seconds = _compiled(forward)
-    return PreparedPeer(run, _conv_flops(x, merged), _bytes(x, merged, 3), seconds)
+        with no_tf32():
+            run, seconds = _compiled(forward, mode)
+        return PreparedPeer(run, _conv_flops(x, merged), _bytes(x, merged, 3), seconds)
+
+    return prepare
 
 
 def shift_add_flops(spec: ShiftwiseSpec, shape: tuple[int, int, int, int]) -> int:
@@ -242,22 +374,25 @@ def pytorch_shift_add() -> Implementation | None:
     return min(ways, key=lambda impl: (-impl.rank, impl.name), default=None)
 
 
-def _no_pytorch_shift_add() -> str | None:
+def _no_pytorch_shift_add(device: str) -> str | None:
     if pytorch_shift_add() is None:
         return "no implementation declares a PyTorch shift-add (computes=SHIFT_ADD, role=PYTORCH_WAY)"
     return None
 
 
-def _compiled_shift_add(case: Case, x: torch.Tensor, weight: torch.Tensor) -> PreparedPeer:
-    spec = case.spec()
-    shift_add = pytorch_shift_add().fn
+def _compiled_shift_add(mode: str):
+    def prepare(case: Case, x: torch.Tensor, weight: torch.Tensor) -> PreparedPeer:
+        spec = case.spec()
+        shift_add = pytorch_shift_add().fn
 
-    def forward():
-        return shift_add(small_conv(x, weight, spec), spec)
+        def forward():
+            return shift_add(small_conv(x, weight, spec), spec)
 
-    with no_tf32():
-        run, seconds = _compiled(forward)
-    return PreparedPeer(run, shift_add_flops(spec, tuple(x.shape)), _bytes(x, [weight], 3), seconds)
+        with no_tf32():
+            run, seconds = _compiled(forward, mode)
+        return PreparedPeer(run, shift_add_flops(spec, tuple(x.shape)), _bytes(x, [weight], 3), seconds)
+
+    return prepare
 
 
 def _random_kernels(case: Case, x: torch.Tensor, shapes: list[tuple[int, int]]) -> list[torch.Tensor]:
@@ -296,9 +431,13 @@ def _unireplk(case: Case, x: torch.Tensor, weight: torch.Tensor) -> PreparedPeer
 _COMPILE_COST = "inductor compiles per case shape (21 s for rep_merged, 58 s for the shift-add at SW-tiny stage 1 on a 2-core CPU)"
 
 
+#: Why the lower-precision rows wait for the full tier.
+_LOWER_PRECISION = "context rows in a lower precision, not the FP32 operator: timed by full runs and the GPU day's peers phase"
+
+
 def peers() -> dict[str, Peer]:
     """Every peer, by name."""
-    way, other = Role.PYTORCH_WAY, Role.OTHER_OPERATOR
+    way, other, low = Role.PYTORCH_WAY, Role.OTHER_OPERATOR, Role.LOWER_PRECISION
     records = [
         Peer("rep_merged", "rep-merged reference: 3 depthwise convs (k x nk*k, nk*k x k, k x k), NCHW, exact F.pad",
              way, _rep_merged, baseline=True),
@@ -310,10 +449,26 @@ def peers() -> dict[str, Peer]:
              way, _merged_way("channels_last", "pad")),
         Peer("rep_cross", "one depthwise conv with the summed cross-shaped (2R+1)^2 kernel (the branches' sum)",
              way, _rep_cross, tier="full", tier_reason="a dense (2R+1)^2 kernel: 0.55 s a call at SW-tiny stage 1, B=4, on a 2-core CPU"),
-        Peer("compiled_rep_merged", "torch.compile (inductor) of rep_merged; compile time reported, not timed",
-             way, _compiled_rep_merged, tier="full", tier_reason=_COMPILE_COST),
-        Peer("compiled_shift_add", "torch.compile (inductor) of the small conv + the PyTorch shift-add's slice-and-adds",
-             way, _compiled_shift_add, tier="full", tier_reason=_COMPILE_COST, unavailable=_no_pytorch_shift_add),
+        Peer("deployed_merged", "deployed merged form, NCHW: 2 depthwise convs (identity kernel, residual and branch scales "
+             "folded into the centred strips, bias in the first) and an add: h + v + i + x", way, _deployed("nchw")),
+        Peer("deployed_merged_cl", "deployed merged form, channels_last: 2 depthwise convs (identity kernel, residual and "
+             "branch scales folded into the centred strips, bias in the first) and an add: h + v + i + x",
+             way, _deployed("channels_last")),
+        Peer("rep_merged_cl_bf16", "LOWER PRECISION (bfloat16, context, not the FP32 operator): the 3 merged convs, "
+             "channels_last, centred strips, x and kernels in bfloat16", low, _lower_precision(torch.bfloat16),
+             tier="full", tier_reason=_LOWER_PRECISION),
+        Peer("rep_merged_cl_fp16", "LOWER PRECISION (float16, context, not the FP32 operator): the 3 merged convs, "
+             "channels_last, centred strips, x and kernels in float16", low, _lower_precision(torch.float16),
+             tier="full", tier_reason=_LOWER_PRECISION, unavailable=_no_fp16_on_cpu),
+        Peer("compiled_rep_merged", "torch.compile (inductor, default mode) of rep_merged; compile time reported, not timed",
+             way, _compiled_rep_merged("default"), tier="full", tier_reason=_COMPILE_COST, compiled=True),
+        Peer("compiled_rep_merged_max", "torch.compile (inductor, max-autotune without cudagraphs) of rep_merged; compile "
+             "time reported, not timed", way, _compiled_rep_merged("max-autotune"), tier="full", tier_reason=_COMPILE_COST, compiled=True),
+        Peer("compiled_shift_add", "torch.compile (inductor, default mode) of the small conv + the PyTorch shift-add's slice-and-adds",
+             way, _compiled_shift_add("default"), tier="full", tier_reason=_COMPILE_COST, unavailable=_no_pytorch_shift_add, compiled=True),
+        Peer("compiled_shift_add_max", "torch.compile (inductor, max-autotune without cudagraphs) of the small conv + the "
+             "PyTorch shift-add's slice-and-adds", way, _compiled_shift_add("max-autotune"), tier="full",
+             tier_reason=_COMPILE_COST, unavailable=_no_pytorch_shift_add, compiled=True),
         Peer("slak_strips", "SLaK: M x 5 + 5 x M + 5 x 5 depthwise convs (another operator)", other, _slak_strips),
         Peer("unireplk_13x13", "UniRepLKNet: one 13 x 13 depthwise conv (another operator)", other, _unireplk),
     ]  # fmt: skip

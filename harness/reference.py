@@ -169,17 +169,64 @@ def error_bound(x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec, dtyp
     )
 
 
-def summed_bound(x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec, dtype: torch.dtype) -> torch.Tensor:
+def summed_bound(x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec, dtype: torch.dtype,
+                 residual: bool = False) -> torch.Tensor:  # fmt: skip
     """Per-element bound on |computed - exact| of the three branches' sum h + v + i computed in
     ``dtype`` by one summation of all their products (one conv with the summed cross kernel):
     n = 2*E*nk*k*k + E*k*k products, so the bound is gamma_n of ``dtype`` times
     |x| conv (|merge(W)| summed), plus the float64 oracle's own gamma_{n+3} (its three
-    branches' sums and the two adds between them); see ``error_bound``."""
+    branches' sums and the two adds between them); see ``error_bound``. With ``residual`` the
+    sum is h + v + i + x (a deployed layer's identity folded in as a centre tap of 1): one
+    product more, |x| more magnitude, and the oracle's one add more."""
     with torch.no_grad():
         magnitude = sum(reference_forward(x.detach().abs().double(), weight.detach().abs().double(), spec))
+        if residual:
+            magnitude = magnitude + x.detach().abs().double()
     e, nk, k = spec.groups, spec.nk, spec.small_kernel
-    terms = 2 * e * nk * k * k + e * k * k
+    terms = 2 * e * nk * k * k + e * k * k + int(residual)
     return BOUND_FACTOR * (_gamma(terms, dtype) + _gamma(terms + 3, torch.float64)) * magnitude
+
+
+#: Roundings in the lower precision each product of ``lower_precision_bound`` passes through:
+#: x's element, the merged tap, the product (counted, though float32 holds it exactly), the output.
+LOWER_PRECISION_ROUNDINGS = 4
+
+
+def lower_precision_bound(x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec, dtype: torch.dtype,
+                          accumulate: torch.dtype = torch.float32) -> Branches:  # fmt: skip
+    """Per-element bound on |computed - exact| of the branches computed from ``x`` (float32 or
+    float64) by merged kernels rounded to ``dtype`` (float16, bfloat16) on x rounded to ``dtype``,
+    the products summed in ``accumulate`` (what cuDNN and oneDNN do for FP16/BF16 convs: a
+    float32 compute type) and each output rounded to ``dtype``.
+
+    Each product passes through at most ``LOWER_PRECISION_ROUNDINGS`` roundings of unit
+    roundoff u (``dtype``'s) and at most n (``error_bound``'s n: the merge's sums and the
+    conv's) of the coarser of x's dtype and ``accumulate``, so (Higham 3.1, lemma 3.3)
+
+        |computed - exact| <= (g - 1) * (|x| conv merge(|w|)) + eta * (n * (max|x| + max|w| + 1) + 1) * g,
+        g = (1 + gamma_4(u)) * (1 + gamma_n(acc)),
+
+    w the small weights, eta the absolute error of a rounding that underflows (half ``dtype``'s
+    smallest subnormal: float16's normal range starts at 6.1e-5, so small inputs do), plus the
+    float64 oracle's own gamma_n. A backend that summed in ``dtype`` itself would need
+    gamma_n(u), which does not exist at SW-tiny's n = 612 in bfloat16 (n*u > 1): a check
+    against this bound also tells which it did.
+    """
+    if x.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"lower_precision_bound: x must be float32 or float64, got {x.dtype}")
+    with torch.no_grad():
+        x_abs, w_abs = x.detach().abs().double(), torch.nan_to_num(weight.detach().double(), nan=0.0).abs()
+        magnitude = reference_forward(x_abs, w_abs, spec)
+        largest = float(x_abs.max()) + float(w_abs.max()) + 1.0  # a pruned kernel's NaN counts as 0
+    e, nk, k = spec.groups, spec.nk, spec.small_kernel
+    eta = torch.finfo(dtype).smallest_normal * torch.finfo(dtype).eps / 2  # half the subnormal spacing
+    coarser = max((x.dtype, accumulate), key=lambda t: torch.finfo(t).eps)
+    low = _gamma(LOWER_PRECISION_ROUNDINGS, dtype)
+    bounds = []
+    for n, m in zip((e * nk * k * k, e * nk * k * k, e * k * k), magnitude):
+        grow = (1 + low) * (1 + _gamma(n, coarser))
+        bounds.append(BOUND_FACTOR * ((grow - 1 + _gamma(n, torch.float64)) * m + eta * (n * largest + 1) * grow))
+    return Branches(*bounds)
 
 
 def reference_gradients(

@@ -57,6 +57,9 @@ class Role(enum.Enum):
     #: A way a user computes the same branches (or their sum) with plain PyTorch: what an
     #: implementation must beat. Checked against the reference when it is an implementation.
     PYTORCH_WAY = "pytorch_way"
+    #: The same branches in a lower precision (FP16 / BF16): context, never the PyTorch way an
+    #: FP32 implementation is judged against; checked within its own precision's bound.
+    LOWER_PRECISION = "lower_precision"
     #: Another large-kernel operator (SLaK strips, UniRepLKNet's 13x13): context, not a rival answer.
     OTHER_OPERATOR = "other_operator"
 
@@ -166,7 +169,7 @@ class Implementation:
             raise ValueError(f"Implementation {self.name}: devices must be a non-empty subset of cpu, cuda, got {self.devices}")
         if not self.dtypes or not all(isinstance(d, torch.dtype) and d.is_floating_point for d in self.dtypes):
             raise ValueError(f"Implementation {self.name}: dtypes must be floating torch dtypes, got {self.dtypes}")
-        if not isinstance(self.role, Role) or self.role is Role.OTHER_OPERATOR:
+        if not isinstance(self.role, Role) or self.role not in (Role.IMPLEMENTATION, Role.PYTORCH_WAY):
             raise ValueError(f"Implementation {self.name}: role must be Role.IMPLEMENTATION or Role.PYTORCH_WAY, got {self.role!r}")
         if self.backward == AUTOGRAD and not self.autograd:
             raise ValueError(f"Implementation {self.name}: backward=AUTOGRAD needs autograd=True")

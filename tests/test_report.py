@@ -395,6 +395,21 @@ def test_the_fastest_pytorch_way_is_chosen_by_role_not_by_name(tmp_path):
     assert cells[2] == "numba_cpu" and cells[5] == "my_torch_way" and cells[9] == "0.750"  # slower than it
 
 
+def test_a_lower_precision_row_is_labelled_and_never_the_fastest_pytorch_way(tmp_path):
+    medians = dict(MEDIANS) | {("rep_merged_cl_bf16", "c1"): 0.001}  # faster than everything, in bfloat16
+    ROLES["rep_merged_cl_bf16"] = Role.LOWER_PRECISION
+    try:
+        markdown = render_report([save(tmp_path / "a.json", make_run(medians=medians))]).markdown
+    finally:
+        del ROLES["rep_merged_cl_bf16"]
+    row = next(line for line in markdown.split("## Summary")[1].splitlines() if "| c1 " in line)
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[2] == "numba_cpu" and cells[5] == "rep_merged"  # the FP32 PyTorch way, not the bfloat16 row
+    results = markdown.split("## Results")[1]
+    (line,) = [line for line in results.splitlines() if "rep_merged_cl_bf16" in line]
+    assert "lower_precision" in line and "lower_precision (the same branches in FP16 / BF16" in results
+
+
 def test_two_runs_of_one_machine_with_different_peaks_are_two_runs(tmp_path):
     loaded = PEAKS | {"gflops": 40.0}  # a probe made under load
     paths = [save(tmp_path / "idle.json", make_run()), save(tmp_path / "busy.json", make_run(peaks=loaded))]

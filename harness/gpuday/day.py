@@ -45,7 +45,8 @@ PHASES = (
     Phase("correctness", 110, 65, "every CUDA implementation on SW-tiny/SW-small stage shapes, B=1/64, fp32/fp64, exact and float; the network path; swbench check"),
     Phase("sanitizers", 45, 25, "compute-sanitizer memcheck, racecheck, synccheck, initcheck on every CUDA implementation's kernels, caching allocator off"),
     Phase("timing", 100, 35, "implementations and peers on the SW-tiny stages at B=64/128, CUDA events, cold L2, graph replay, host time per call"),
-    Phase("peers", 40, 25, "the compiled (full-tier) peers with cudnn.benchmark autotuning"),
+    Phase("peers", 40, 25, "what a GPU user would pick, cudnn.benchmark on: merged convs NCHW and channels_last, the deployed "
+                           "merged form, torch.compile default and max-autotune, FP16/BF16 rows (lower precision, context)"),
     Phase("counters", 45, 30, "ncu: DRAM bytes, occupancy, bank conflicts, pipe utilisation, stalls, beside the static estimates"),
     Phase("networks", 60, 65, "Table 7 on the GPU: SW-tiny with each GPU implementation, SW-tiny Rep, UniRepLKNet-T, SLaK-T (Rep) at B=64/128"),
     Phase("report", 40, 40, "the markdown report from the runs (where its libraries are present)"),

@@ -522,24 +522,64 @@ def phase_timing(rec: Recorder, dry_run: bool) -> None:
     _benchmark(rec, dry_run, "timing", selection, extra)
 
 
+#: The peers phase's stages: every eager peer at each (B=64), the compiled ones at the first only
+#: (a compile per shape: seconds each on the GPU machine, so they come last, in their order).
+PEER_STAGES = ("tiny-s1-b64", "tiny-s2-b64", "tiny-s3-b64", "tiny-s4-b64")
+
+
+def _exact(names, device: str) -> str:
+    """pytest -k for exactly these computations on ``device`` (``[name-device`` opens each item's
+    id, so ``rep_merged`` does not also select ``compiled_rep_merged``)."""
+    return "(" + " or ".join(f"[{name}-{device}-" for name in sorted(names)) + ")"
+
+
+def peer_choice(dry_run: bool) -> tuple[list[str], list[str], dict[str, str]]:
+    """(eager, compiled, not timed here with why): the peers a GPU user would pick, every peer
+    that is not another operator (the PyTorch ways and the lower-precision rows), by declared
+    role; the compiled ones need a minute per shape on a small CPU, so a dry run leaves them out."""
+    from harness.bench import computations
+    from harness.registry import Role
+
+    device = _device(dry_run)
+    chosen = [c for c in computations() if c.peer is not None and c.role is not Role.OTHER_OPERATOR]
+    left = {c.name: why for c in chosen if (why := c.peer.unavailable(device)) is not None}
+    if dry_run:
+        left |= {c.name: "a dry run: torch.compile takes about a minute per shape on a small CPU (tests/test_peers.py compiles each once)"
+                 for c in chosen if c.peer.compiled}  # fmt: skip
+    eager = [c.name for c in chosen if not c.peer.compiled and c.name not in left]
+    compiled = [c.name for c in chosen if c.peer.compiled and c.name not in left]
+    return eager, compiled, left
+
+
 def phase_peers(rec: Recorder, dry_run: bool) -> None:
+    """What a GPU user would pick, under ``cudnn.benchmark`` autotuning: the merged convs in NCHW
+    (torch's native depthwise kernel) and channels_last (cuDNN), the deployed merged form, the
+    compiled merged and naive forms (default and max-autotune), the FP16 / BF16 rows (their role
+    says lower precision: the report never takes them for a PyTorch way of the FP32 operator)."""
     from harness.bench import computations
 
-    compiled = [c.name for c in computations() if c.peer is not None and c.peer.tier != "quick"]
-    rec.add("not_built_yet", "FP16/BF16 channels_last rows, torch.compile max-autotune, the deployed merged form as a peer: "
-                             "not peers of harness.peers yet (named here so their absence is visible)")  # fmt: skip
-    if not compiled:
-        rec.finish(SKIPPED, "no full-tier peers are registered")
+    device = _device(dry_run)
+    eager, compiled, left = peer_choice(dry_run)
+    rec.add("chosen", {"eager": eager, "compiled": compiled})
+    rec.add("not_timed_here", left)
+    rec.add("roles", {c.name: c.role.value for c in computations() if c.name in eager + compiled})
+    if not eager + compiled:
+        rec.finish(SKIPPED, "no peer to time here")
         return
-    if dry_run:  # torch.compile takes about a minute per shape on a small CPU: a quick peer stands in
-        quick = [c.name for c in computations() if c.peer is not None and c.peer.tier == "quick"][:1]
-        rec.add("dry_run_stand_in", f"{quick} at tiny-s3 in place of {compiled} (the command is the same otherwise)")
-        selection = ["--suite", "sw_tiny", "--tier", "quick", "-k", f"{_names_expression(quick)} and {_STAGE4_B1.replace('s4', 's3')}"]
+    if dry_run:  # SW-tiny's smallest stage at batch 1 (the GPU's batch 64 is minutes on a small CPU)
+        expression = f"{_exact(eager, device)} and {_STAGE4_B1.replace('s4', 's3')}"
         extra = ["--benchmark-max-time=0.02", "--benchmark-min-rounds=2", "--benchmark-warmup=off"]
     else:
-        selection = ["--suite", "sw_tiny", "--tier", "full", "-k", f"{_names_expression(compiled)} and b64"]
-        extra = ["--benchmark-max-time=0.1", "--benchmark-min-rounds=10", "--l2-flush"]
-    _benchmark(rec, dry_run, "peers", selection, extra, cudnn_benchmark=True)
+        stages = "(" + " or ".join(f"{stage}]" for stage in PEER_STAGES) + ")"
+        expression = f"({_exact(eager, device)} and {stages})"
+        if compiled:
+            expression += f" or ({_exact(compiled, device)} and {PEER_STAGES[0]}])"
+        extra = ["--benchmark-max-time=0.1", "--benchmark-min-rounds=10", "--l2-flush", "--gpu-graph"]
+    _benchmark(rec, dry_run, "peers", ["--suite", "sw_tiny", "--tier", "full", "-k", expression], extra, cudnn_benchmark=True)
+    timed = {row["name"].split("[", 1)[1].split(f"-{device}-", 1)[0] for row in rec.record["results"].get("timed", [])}
+    if missing := [name for name in eager + compiled if name not in timed]:
+        rec.add("not_reached", missing)  # the budget ran out first (the compiled ones come last), or it failed: see failures
+        rec.finish(rec.record["status"], rec.record["summary"] + f"; not timed: {', '.join(missing)}")
 
 
 def phase_networks(rec: Recorder, dry_run: bool) -> None:

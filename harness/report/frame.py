@@ -22,8 +22,8 @@ KEY = ["machine", "device", "dtype", "suite", "case", "computation"]
 COMPARE_KEY = ["fingerprint", "device", "dtype", "suite", "case", "computation"]
 CASE_PARAMS = ("batch", "channels", "height", "width", "big_kernel", "small_kernel", "groups", "nk", "sparsity",
                "tables")  # fmt: skip
-#: role order in tables: implementations first, then the PyTorch ways, then other operators
-ROLE_ORDER = {Role.IMPLEMENTATION.value: 0, Role.PYTORCH_WAY.value: 1, Role.OTHER_OPERATOR.value: 2}
+#: role order in tables: implementations first, then the PyTorch ways, the lower-precision rows, other operators
+ROLE_ORDER = {Role.IMPLEMENTATION.value: 0, Role.PYTORCH_WAY.value: 1, Role.LOWER_PRECISION.value: 2, Role.OTHER_OPERATOR.value: 3}
 
 
 def results_frame(runs: Sequence[Run]) -> pd.DataFrame:

@@ -25,7 +25,8 @@ RESULTS_NOTE = (
     " Speedup vs baseline = the baseline's median / this median on the same case, device and run; the baseline is"
     " the computation that declares itself so ({baseline}). Roles: implementation (an SW implementation under"
     " test), pytorch_way (the same branches computed with plain PyTorch: what an implementation must beat),"
-    " other_operator (another large-kernel operator, for context). — : not available."
+    " lower_precision (the same branches in FP16 / BF16, for context: never the PyTorch way an FP32 implementation is"
+    " judged against), other_operator (another large-kernel operator, for context). — : not available."
 )
 SUMMARY_NOTE = (
     "Per case: the fastest SW implementation against the fastest PyTorch way (the minimum over every computation"
