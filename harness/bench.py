@@ -20,12 +20,12 @@ owns one per pytest session; the test functions only call it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import torch
 
-from harness import eligibility, gputime, machine
+from harness import eligibility, gputime, machine, timelimit
 from harness.cases import Case, Tier, load_cases
 from harness.eligibility import Purpose
 from harness.checking import (CheckCase, bitwise_equal, compare_with_reference, describe_mismatch, expected_result,
@@ -36,6 +36,11 @@ from harness.reference import summed_bound
 from harness.registry import Implementation, Role, implementations
 from harness.results import BenchmarkRow, Failure, NotRun, Row, RunRecord
 from harness.traffic import compulsory_bytes
+
+#: Seconds one benchmark item (verification, timing, the check of what was timed) may take by
+#: default: a hang is stopped, while the slowest honest item is not (a full-tier B=64 network
+#: training item on a 2-core CPU: three ~70 s steps after a float64 verification of minutes).
+BENCH_TIMEOUT = 1800.0
 
 
 class ResultMismatch(AssertionError):
@@ -293,6 +298,7 @@ class Session:
     peak_gbps: float | None = None
     l2_flush: bool = False
     gpu_graph: bool = False
+    time_limit: float | None = BENCH_TIMEOUT
     _peaks: dict[str, machine.Peaks] = field(default_factory=dict)
 
     def peaks(self, device: str) -> machine.Peaks:
@@ -320,15 +326,33 @@ class Session:
             Failure(item.computation, item.device, item.case_name or "", f"{type(error).__name__}: {error}", item.kind)
         )
 
+    def reproduce(self, item: Item, command: str) -> None:
+        """Attach the command that reruns ``item`` alone to its failures (the plugin knows it)."""
+        self.record.failures[:] = [
+            replace(f, reproducer=command)
+            if not f.reproducer and (f.computation, f.device, f.case, f.kind) == (item.computation, item.device, item.case_name or "", item.kind)
+            else f
+            for f in self.record.failures
+        ]
+
     def _ran(self, item: Item) -> None:
         if item.suite and item.suite not in self.record.suites:
             self.record.suites.append(item.suite)
             self.record.suites.sort()
 
     def measure(self, benchmark, item: Item) -> Row:
-        """Verify, time and record ``item``: the row goes into the benchmark's ``extra_info``.
-        A wrong result or a crash is recorded as a failure and raised (the run goes on with the
-        other benchmarks)."""
+        """Verify, time and record ``item`` within ``time_limit`` seconds: the row goes into the
+        benchmark's ``extra_info``. A wrong result, a crash or a hang past the limit is recorded
+        as a failure and raised (the run goes on with the other benchmarks)."""
+        try:
+            with timelimit.time_limit(self.time_limit, "the benchmark item (--bench-timeout)"):
+                return self._measure(benchmark, item)
+        except timelimit.TimeLimitExceeded as error:
+            benchmark.has_error = True  # pytest-benchmark's flag: a half-timed item stays out of the JSON
+            self._failed(item, error)
+            raise TimeoutError(str(error)) from None
+
+    def _measure(self, benchmark, item: Item) -> Row:
         self._ran(item)
         try:
             prepared = item.prepare(self)

@@ -29,7 +29,7 @@ import pytest
 import torch
 
 from harness import eligibility, machine
-from harness.bench import Item, Selection, Session, layer_items
+from harness.bench import BENCH_TIMEOUT, Item, Selection, Session, layer_items
 from harness.cases import TIERS, load_cases, suite_descriptions
 from harness.eligibility import Purpose
 from harness.registry import discover, implementations
@@ -98,6 +98,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(`swbench kernels --json`; `swbench report --kernels`)")  # fmt: skip
     group.addoption("--gpu-graph", action="store_true", default=False,
                     help="on a GPU, also time replays of the work captured once in a CUDA graph (harness.gputime)")  # fmt: skip
+    group.addoption("--bench-timeout", type=_positive_number, default=BENCH_TIMEOUT, metavar="SECONDS",
+                    help=f"time limit of one benchmark item, verification and timing included; an item past it is "
+                         f"recorded as failed and the run goes on (default {BENCH_TIMEOUT:g})")  # fmt: skip
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -111,6 +114,7 @@ def pytest_configure(config: pytest.Config) -> None:
         peak_gbps=config.getoption("peak_gbps"),
         l2_flush=config.getoption("l2_flush"),
         gpu_graph=config.getoption("gpu_graph"),
+        time_limit=config.getoption("bench_timeout"),
     )
 
 
@@ -201,12 +205,27 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call):
-    """A benchmark item skipped here goes into the run's not-run list, with its reason."""
+    """A benchmark item skipped here goes into the run's not-run list, with its reason; one
+    that failed gets the command that reruns it alone beside its failure."""
     report = yield
     bench_item = _item_of(item)
     if bench_item is not None and report.skipped and report.when == "setup":
         item.config.stash[_SESSION].skipped(bench_item)
+    elif bench_item is not None and report.failed and report.when == "call":
+        item.config.stash[_SESSION].reproduce(bench_item, _reproducer(item, bench_item))
     return report
+
+
+def _reproducer(node: pytest.Item, bench_item: Item) -> str:
+    config = node.config
+    command = ["pytest", "--benchmark-only", node.nodeid, "--tier", config.getoption("tier"),
+               "--bench-dtype", config.getoption("bench_dtype")]  # fmt: skip
+    if bench_item.suite:
+        command += ["--suite", bench_item.suite]
+    if config.getoption("bench_timeout") != BENCH_TIMEOUT:
+        command += ["--bench-timeout", f"{config.getoption('bench_timeout'):g}"]
+    folder = os.environ.get("SW_IMPLS_DIR")
+    return shlex.join(command) if not folder else f"SW_IMPLS_DIR={shlex.quote(folder)} {shlex.join(command)}"
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:

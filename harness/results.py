@@ -209,13 +209,15 @@ class NotRun:
 
 @dataclass(frozen=True)
 class Failure:
-    """An item that ran and failed (a wrong result or a crash): recorded, the run went on."""
+    """An item that ran and failed (a wrong result, a crash, a hang past its time limit):
+    recorded, the run went on. ``reproducer``: the command that reruns the item alone."""
 
     computation: str
     device: str
     case: str
     error: str
     kind: str = "layer"
+    reproducer: str = ""
 
 
 @dataclass

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: The layers of docs/architecture.md, bottom first: module (or package prefix) -> layer.
 LAYERS = {
     "harness.spec": 0, "harness.inputs": 0, "harness.reference": 0, "harness.moves": 0, "harness.traffic": 0,
-    "harness.perf": 0, "harness.files": 0,
+    "harness.perf": 0, "harness.files": 0, "harness.timelimit": 0,
     "harness.registry": 1, "harness.cases": 1, "harness.eligibility": 1,
     "harness": 2,
     "harness.cudac": 3,

@@ -184,7 +184,7 @@ def torch_equal(a, b) -> bool:
     return torch.equal(a, b)
 
 
-def _bench(tmp_path, impls: Path, output: Path, select: str):
+def _bench(tmp_path, impls: Path, output: Path, select: str, *options: str):
     import subprocess
     import sys
 
@@ -192,7 +192,7 @@ def _bench(tmp_path, impls: Path, output: Path, select: str):
     command = [
         sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(root / "tests" / "test_benchmarks.py"),
         "--benchmark-only", "--suite", "sweep_small_kernel", "-k", select, "--benchmark-max-time=0.01",
-        "--benchmark-min-rounds=2", "--peak-gflops=50", "--peak-gbps=10", f"--benchmark-json={output}",
+        "--benchmark-min-rounds=2", "--peak-gflops=50", "--peak-gbps=10", f"--benchmark-json={output}", *options,
     ]  # fmt: skip
     env = {**os.environ, "SW_IMPLS_DIR": str(impls)}
     return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
@@ -216,6 +216,40 @@ def test_an_interrupted_benchmark_run_never_replaces_an_earlier_file(tmp_path):
     from harness.report import render_report
 
     assert "**no: interrupted**" in render_report([tmp_path / "run.interrupted.json"]).markdown
+
+
+def test_an_item_that_hangs_when_timed_is_stopped_recorded_and_the_run_goes_on(tmp_path):
+    """bad_hangs_when_timed passes the verification of its first call, then hangs in
+    pytest-benchmark's timed calls: the item's time limit stops it, its failure (with a
+    reproducer that, run as printed, fails the same way) is in the JSON, and the other
+    implementation is still timed."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.test_known_bad import CAUGHT_BY_THE_BENCHMARK
+
+    impls = tmp_path / "impls"
+    impls.mkdir()
+    (impls / "roll.py").write_text(ROLL)
+    shutil.copy(BAD_IMPLS / "hangs_when_timed.py", impls)
+    output = tmp_path / "run.json"
+    select = "k3 and (torch_roll-cpu or bad_hangs_when_timed-cpu) and not compiled"
+    done = _bench(tmp_path, impls, output, select, "--bench-timeout=2")
+    assert done.returncode == pytest.ExitCode.TESTS_FAILED, done.stdout[-2000:] + done.stderr[-2000:]
+    run = json.loads(output.read_text())
+    timed = {b["extra_info"]["computation"] for b in run["benchmarks"]}
+    assert "torch_roll" in timed and "bad_hangs_when_timed" not in timed
+    (failure,) = run["sw"]["failures"]
+    assert failure["computation"] == "bad_hangs_when_timed"
+    assert CAUGHT_BY_THE_BENCHMARK["bad_hangs_when_timed"] in failure["error"] and "of 2 s" in failure["error"]
+    words = shlex.split(failure["reproducer"])
+    env = dict(os.environ) | dict(w.split("=", 1) for w in words if w.startswith("SW_IMPLS_DIR="))
+    command = [sys.executable, "-m", *[w for w in words if not w.startswith("SW_IMPLS_DIR=")]]
+    assert env["SW_IMPLS_DIR"] == str(impls) and "--bench-timeout 2" in failure["reproducer"]
+    again = subprocess.run([*command, "-p", "no:cacheprovider", "--benchmark-max-time=0.01"], cwd=Path(__file__).parents[1],
+                           env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert again.returncode == pytest.ExitCode.TESTS_FAILED and "ran past its time limit of 2 s" in again.stdout, again.stdout[-2000:]
 
 
 def test_a_benchmark_run_that_times_nothing_is_not_a_pass(tmp_path):

@@ -37,6 +37,10 @@ EXPECTED = {
     "bad_backward_wrong_channel": "gradient",
 }
 
+#: known bad implementations the check cannot see (they misbehave only when timed), and what
+#: the benchmark run records for them (tests/test_hostile.py runs them)
+CAUGHT_BY_THE_BENCHMARK = {"bad_hangs_when_timed": "ran past its time limit"}
+
 #: implementation -> what its failure message must say it did
 SAYS = {
     "cheat_replays_by_pointer": "is the memory of an earlier call's output",
@@ -55,7 +59,7 @@ SAYS = {
 def test_every_known_bad_implementation_loads():
     found = discover(BAD_IMPLS)
     assert found.errors == {}
-    assert set(found.implementations) == set(EXPECTED)
+    assert set(found.implementations) == set(EXPECTED) | set(CAUGHT_BY_THE_BENCHMARK)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

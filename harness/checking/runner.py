@@ -18,11 +18,9 @@ native code) fails only the checks of the chunk it was running.
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 import signal
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -38,6 +36,7 @@ from harness.cases import TIERS, Case, Tier, load_cases, load_suites
 from harness.checking.check import CheckResult, Failure, check
 from harness.checking.inputs import CaseTooLarge, CheckCase
 from harness.registry import discover
+from harness.timelimit import TimeLimitExceeded, time_limit
 
 #: Random specs a tier adds unless told otherwise.
 RANDOM_SPECS = {"quick": 4, "full": 20}
@@ -52,11 +51,6 @@ CHUNK = 4
 CHECK_TIMEOUT = 300.0
 #: Seconds a worker gets beyond its checks' limits (start-up: torch, discovery, compilation) before it is killed.
 WORKER_GRACE = 120.0
-
-
-class CheckTimeout(BaseException):
-    """Raised in a worker when a check runs past its limit (a BaseException, so that an
-    implementation's ``except Exception`` cannot swallow it)."""
 
 
 def random_cases(count: int, seed: int) -> list[Case]:
@@ -206,9 +200,9 @@ def _run_task(task: _Task) -> list[CheckResult]:
     for check_case, gradients in zip(task.checks, task.gradients):
         for name in task.implementations:
             try:
-                with _time_limit(task.timeout):
+                with time_limit(task.timeout, "the check"):
                     results.append(check(found[name], check_case, gradients=gradients))
-            except CheckTimeout:
+            except TimeLimitExceeded:
                 failure = Failure("timeout", f"the check ran past its time limit of {task.timeout:g} s (--timeout)")
                 results.append(CheckResult(name, check_case, (failure,), impls_dir=task.folder))
             except CaseTooLarge as error:
@@ -217,26 +211,6 @@ def _run_task(task: _Task) -> list[CheckResult]:
                 failure = Failure("error", f"the check could not be made: {type(error).__name__}: {error}")
                 results.append(CheckResult(name, check_case, (failure,), impls_dir=task.folder))
     return results
-
-
-@contextlib.contextmanager
-def _time_limit(seconds: float):
-    """Raise CheckTimeout in this (main) thread after ``seconds`` (a hang in native code that
-    never returns to Python is caught by the parent's deadline instead)."""
-    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expired(signum, frame):
-        raise CheckTimeout
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _init_worker() -> None:
