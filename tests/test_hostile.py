@@ -247,6 +247,9 @@ def test_an_item_that_hangs_when_timed_is_stopped_recorded_and_the_run_goes_on(t
     env = dict(os.environ) | dict(w.split("=", 1) for w in words if w.startswith("SW_IMPLS_DIR="))
     command = [sys.executable, "-m", *[w for w in words if not w.startswith("SW_IMPLS_DIR=")]]
     assert env["SW_IMPLS_DIR"] == str(impls) and "--bench-timeout 2" in failure["reproducer"]
+    from harness.report import render_report
+
+    assert f"`{failure['reproducer']}`" in render_report([output]).markdown.split("## Failures")[1]
     again = subprocess.run([*command, "-p", "no:cacheprovider", "--benchmark-max-time=0.01"], cwd=Path(__file__).parents[1],
                            env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert again.returncode == pytest.ExitCode.TESTS_FAILED and "ran past its time limit of 2 s" in again.stdout, again.stdout[-2000:]

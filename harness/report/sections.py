@@ -149,8 +149,10 @@ def listings(runs: Sequence[Run], kernels_file: Kernels | None = None) -> list[s
     ``swbench kernels``' artifact (``kernels_file``), and those older runs stored themselves."""
     labels, parts = run_labels(runs), []
     for heading, key, columns in (("Not run", "not_run", ["computation", "device", "reason"]),
-                                  ("Failures", "failures", ["computation", "device", "case", "error"])):  # fmt: skip
+                                  ("Failures", "failures", ["computation", "device", "case", "error", "reproducer"])):  # fmt: skip
         entries = [{"machine": labels[r.path]} | {c: e.get(c) for c in columns} for r in runs for e in r.data["sw"][key]]
+        if key == "failures":  # the command that reruns the item alone, as code (runs before it have none)
+            entries = [e | {"reproducer": f"`{e['reproducer']}`" if e["reproducer"] else ""} for e in entries]
         listed = pd.DataFrame(entries, columns=["machine", *columns]).drop_duplicates()
         listed = listed.sort_values(["machine", *columns], key=lambda c: c.astype(str))
         parts += [f"## {heading}", table(listed if len(set(labels.values())) > 1 else listed.drop(columns="machine"))]
