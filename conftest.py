@@ -30,4 +30,8 @@ def pytest_configure(config: pytest.Config) -> None:
         settings.register_profile(
             name, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow], **options
         )
+    for where, name in (("SW_HYPOTHESIS_PROFILE", os.environ.get("SW_HYPOTHESIS_PROFILE")),
+                        ("--hypothesis-profile", config.getoption("hypothesis_profile", None))):  # fmt: skip
+        if name is not None and name not in _PROFILES and name not in ("default", "ci"):
+            raise pytest.UsageError(f"{where}: expected a Hypothesis profile, one of {sorted(_PROFILES)}, got {name!r}")
     settings.load_profile(os.environ.get("SW_HYPOTHESIS_PROFILE", "ci"))

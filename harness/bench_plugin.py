@@ -105,6 +105,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{_NOT_BENCHMARKING}: placeholder of a benchmark test in a run without --benchmark-only")
+    if _benchmarking(config) and config.getoption("suite") is not None:
+        try:  # before any work: an unknown suite name, or a suite that does not load, is a usage error
+            load_cases(suites=config.getoption("suite"))
+        except ValueError as error:
+            raise pytest.UsageError(f"--suite: {error}") from None
     record = RunRecord(tier=config.getoption("tier"), command=shlex.join(["pytest", *sys.argv[1:]]),
                        dtype=config.getoption("bench_dtype"))  # fmt: skip
     config.stash[_SESSION] = Session(
@@ -128,9 +133,7 @@ def _devices(config: pytest.Config) -> tuple[str, ...]:
 
 
 def _selection(config: pytest.Config) -> Selection:
-    suites = config.getoption("suite")
-    if suites is not None:
-        load_cases(suites=suites)  # an unknown suite name fails here, for every kind
+    suites = config.getoption("suite")  # checked in pytest_configure
     return Selection(tuple(suites) if suites else None, config.getoption("tier"), _devices(config),
                      DTYPES[config.getoption("bench_dtype")])  # fmt: skip
 

@@ -22,17 +22,6 @@ class TimeLimitExceeded(BaseException):
         self.seconds = seconds
 
 
-def positive_seconds(text: str) -> float:
-    """A time limit given on a command line: a number of seconds > 0 (checked before any work)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"expected a number of seconds > 0, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise ValueError(f"expected a number of seconds > 0, got {text}")
-    return value
-
-
 @contextlib.contextmanager
 def time_limit(seconds: float | None, what: str = "the work"):
     """Raise ``TimeLimitExceeded`` in this thread after ``seconds`` (None: no limit). Nested

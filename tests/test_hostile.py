@@ -302,3 +302,26 @@ def test_a_case_name_with_spaces_gives_a_reproducer_that_parses():
     spaced = CheckCase(dataclasses.replace(case.case, name="my case; rm -rf"), layout="strided")
     assert CheckCase.parse(spaced.to_args()) == spaced
     assert shlex.split(f"--case {shlex.quote(spaced.to_args())}")[1] == spaced.to_args()
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "message"),
+    [
+        (["--benchmark-only", "--suite", "nosuch"], {}, "--suite: unknown suites ['nosuch']"),
+        (["--benchmark-only", "--peak-gflops=-1"], {}, "argument --peak-gflops: expected a number > 0, got -1"),
+        (["--benchmark-only", "--bench-timeout=0"], {}, "argument --bench-timeout: expected a number > 0, got 0"),
+        (["--hypothesis-profile", "nosuch"], {}, "--hypothesis-profile: expected a Hypothesis profile"),
+        ([], {"SW_HYPOTHESIS_PROFILE": "nosuch"}, "SW_HYPOTHESIS_PROFILE: expected a Hypothesis profile"),
+    ],
+)
+def test_bad_pytest_options_are_one_line_usage_errors_before_any_work(options, env, message):
+    """pytest's usage error (exit 4, the message on one line, no traceback) before collection."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(root / "tests" / "test_spec.py"), *options]
+    done = subprocess.run(command, cwd=root, env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout[-2000:] + done.stderr[-2000:]
+    assert any(message in line for line in done.stderr.splitlines()), done.stderr
+    assert "Traceback" not in done.stderr + done.stdout and "collected" not in done.stdout, done.stderr

@@ -432,8 +432,9 @@ def test_no_figure_above_the_roofline_is_shown_without_a_flag(tmp_path):
     row = next(line for line in markdown.split("## Results")[1].splitlines() if line.startswith("| c1 ") and "numba_cpu" in line)
     assert "200 † (memory)" in row
     assert "†: above 100% of the roofline" in markdown.split("## Results")[1]
-    summary_row = next(line for line in markdown.split("## Summary")[1].splitlines() if "| c1 " in line)
-    assert "200 †" in summary_row
+    summary = markdown.split("## Summary")[1].split("## Results")[0]
+    assert not any("| c1 " in line for line in summary.splitlines())  # its only implementation: not crowned
+    assert "- c1 (box-a, cpu): **numba_cpu** at 0.0200 ms is 200% of the roofline" in summary
 
 
 def test_a_baseline_with_different_probes_is_not_called_a_regression(tmp_path):
@@ -535,3 +536,18 @@ def test_a_sweep_per_stage_gets_a_panel_per_stage_and_borrows_the_stage_s_own_ca
         (line,) = axes.get_lines()
         assert list(line.get_xdata()) == [0.0, 0.3, 0.6]  # sparsity 0 from sw_tiny, the same layer only
     assert "(with the same layers' sparsity = 0.0 from sw_tiny)" in report.markdown
+
+
+def test_an_implementation_faster_than_the_roofline_is_flagged_impossible_not_crowned(tmp_path):
+    # c1's useful work takes 40 us at PEAKS (test_summary_...): 20 us is 200% of the roofline
+    medians = dict(MEDIANS) | {("cheat_fast", "c1"): 20e-6}
+    ROLES["cheat_fast"] = Role.IMPLEMENTATION
+    try:
+        markdown = render_report([save(tmp_path / "a.json", make_run(medians=medians))]).markdown
+    finally:
+        del ROLES["cheat_fast"]
+    summary = markdown.split("## Summary")[1].split("## Results")[0]
+    row = next(line for line in summary.splitlines() if "| c1 " in line)
+    assert [cell.strip() for cell in row.strip("|").split("|")][2] == "numba_cpu"  # the fastest possible one
+    (flag,) = [line for line in summary.splitlines() if "cheat_fast" in line]
+    assert flag.startswith("- c1 ") and "0.0200 ms is 200% of the roofline" in flag and "not crowned" in flag

@@ -28,6 +28,12 @@ RESULTS_NOTE = (
     " lower_precision (the same branches in FP16 / BF16, for context: never the PyTorch way an FP32 implementation is"
     " judged against), other_operator (another large-kernel operator, for context). — : not available."
 )
+IMPOSSIBLE_NOTE = (
+    "Not crowned: an implementation timed above 100% of the roofline of the operator's useful work. Either the run's "
+    "probed peaks read low (rerun idle, or pass --peak-gflops / --peak-gbps) or what was timed is not the work it "
+    "claims; it is listed in the results tables, never as the fastest."
+)
+
 SUMMARY_NOTE = (
     "Per case: the fastest SW implementation against the fastest PyTorch way (the minimum over every computation"
     " declared a PyTorch way, named in the row). *% roofline* counts the SW operator's useful FLOPs for both (the"
@@ -74,12 +80,20 @@ def machines_section(runs: Sequence[Run]) -> str:
 def summary_section(frame: pd.DataFrame) -> list[str]:
     """The fastest implementation per case against the fastest PyTorch way, with the roofline's limit."""
     key = ["machine", "device", "dtype", "suite", "case"]
-    rows = []
+    rows, impossible = [], []
     for values, group in frame.groupby(key, sort=False):
         mine = group[group["role"] == Role.IMPLEMENTATION.value]
         ways = group[group["role"] == Role.PYTORCH_WAY.value]
         if mine.empty or ways.empty:
             continue
+        above = mine["useful_pct_roofline"] > 100.0  # faster than the useful work allows at the run's peaks
+        impossible += [f"- {r['case']} ({r['machine']}, {r['device']}): **{r['computation']}** at "
+                       f"{number(r['median_s'] * 1e3)} ms is {number(r['useful_pct_roofline'])}% of the roofline of "
+                       "the operator's useful work: impossible at this run's peaks, not crowned"
+                       for _, r in mine[above].iterrows()]  # fmt: skip
+        if above.all():
+            continue
+        mine = mine[~above]
         best, way = mine.loc[mine["median_s"].idxmin()], ways.loc[ways["median_s"].idxmin()]
         rows.append(dict(zip(key, values)) | {
             "fastest implementation": best["computation"],
@@ -92,8 +106,10 @@ def summary_section(frame: pd.DataFrame) -> list[str]:
             "speedup": number(way["median_s"] / best["median_s"]),
             "roofline limit": number(way["median_s"] / best["useful_roofline_s"]) if best["useful_roofline_s"] else MISSING,
         })  # fmt: skip
+    if impossible:
+        impossible.insert(0, IMPOSSIBLE_NOTE)
     if not rows:
-        return ["No case has both an SW implementation and a PyTorch way timed."]
+        return ["No case has both an SW implementation and a PyTorch way timed (within the roofline).", *impossible]
     shown = pd.DataFrame(rows).sort_values(key, key=lambda c: case_order(c) if c.name == "case" else c)
     for column in ("machine", "device", "dtype"):
         if shown[column].nunique() == 1:
@@ -103,7 +119,7 @@ def summary_section(frame: pd.DataFrame) -> list[str]:
     parts = [SUMMARY_NOTE, table(shown, numeric=numeric)]
     if shown.map(lambda v: isinstance(v, str) and v.endswith(ABOVE_ROOF)).any().any():
         parts.append(ABOVE_ROOF_NOTE)
-    return parts
+    return [*parts, *impossible]
 
 
 def results_tables(frame: pd.DataFrame, descriptions: dict[str, str] | None = None) -> list[str]:
