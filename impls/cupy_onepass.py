@@ -121,29 +121,29 @@ def _device_table(spec: ShiftwiseSpec, height: int, width: int, device: torch.de
 
 
 @functools.lru_cache(maxsize=256)
-def _prepared(spec: ShiftwiseSpec, shape: torch.Size, dtype: torch.dtype, device: torch.device):
-    """(launch, kernel name, plan) for one configuration and device, made once: the plan, the
-    device's shared-memory limit, the specialised source and its launcher are host work a
+def _prepared(spec: ShiftwiseSpec, shape: torch.Size, dtype: torch.dtype, device: torch.device, version: tuple[int, int]):
+    """(launch, kernel name, grid, block, shared bytes, entry table, the kernel's scalar
+    arguments) for one configuration, device and version of the ``.cu`` (``source_version``:
+    an edited file is specialised and built again), made once: the plan, the device's
+    shared-memory limit, the specialised source, its launcher and the table are host work a
     call must not repeat (at SW-tiny stages 3-4 it would be about the kernel's own time)."""
+    batch, channels, height, width = shape
     plan = launch_plan(spec, shape, torch.empty((), dtype=dtype).element_size(), cudac.max_shared_optin(device))
     defines = plan.defines
     if device.type == "cpu":  # the host build ignores __launch_bounds__: one build serves every bound
         defines = {**defines, "SW_THREADS": 1024, "SW_MIN_BLOCKS": 1}
     launch = cudac.cupy_launcher(cudac.specialise(KERNEL_SOURCE, defines), device)
-    return launch, f"sw_onepass_{cudac.dtype_suffix(dtype)}", plan
+    scalars = (batch * channels, channels, spec.nk, height, width, spec.groups, plan.entries)
+    return (launch, f"sw_onepass_{cudac.dtype_suffix(dtype)}", (plan.grid,), plan.block, plan.shared_bytes,
+            _device_table(spec, height, width, device), scalars)  # fmt: skip
 
 
 def forward(x: torch.Tensor, weight: torch.Tensor, spec: ShiftwiseSpec) -> Branches:
     x, weight = x.contiguous(), weight.contiguous()
-    batch, channels, height, width = x.shape
-    launch, kernel, plan = _prepared(spec, x.shape, x.dtype, x.device)
-    table = _device_table(spec, height, width, x.device)
-    out_h, out_v, out_i = (torch.empty_like(x) for _ in range(3))
-    launch(
-        kernel, (plan.grid,), plan.block, x, weight, out_h, out_v, out_i,
-        table, batch * channels, channels, spec.nk, height, width, spec.groups, plan.entries,
-        shared_bytes=plan.shared_bytes,
-    )  # fmt: skip
+    launch, kernel, grid, block, shared_bytes, table, scalars = _prepared(
+        spec, x.shape, x.dtype, x.device, cudac.source_version(KERNEL_SOURCE))
+    out_h, out_v, out_i = torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
+    launch(kernel, grid, block, x, weight, out_h, out_v, out_i, table, *scalars, shared_bytes=shared_bytes)
     return Branches(out_h, out_v, out_i)
 
 

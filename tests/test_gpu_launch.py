@@ -29,6 +29,9 @@ class OnCuda(torch.Tensor):
     def device(self):  # type: ignore[override]
         return CUDA0
 
+    def get_device(self):  # type: ignore[override]
+        return CUDA0.index
+
 
 def on_cuda(t: torch.Tensor, requires_grad: bool = False) -> torch.Tensor:
     t = t.as_subclass(OnCuda)
@@ -40,7 +43,8 @@ class FakeCupy(types.ModuleType):
 
     def __init__(self):
         super().__init__("cupy")
-        self.launches, self.attribute_reads, self.streams = [], 0, []
+        self.launches, self.attribute_reads, self.streams, self.stream_views, self.device_switches = [], 0, [], 0, 0
+        self.current_device = 0
         fake = self
 
         class Context:
@@ -54,21 +58,27 @@ class FakeCupy(types.ModuleType):
             def __init__(self, index):
                 self.index = index
 
+            def __enter__(self):
+                fake.device_switches += 1
+                return self
+
             @property
             def attributes(self):
                 fake.attribute_reads += 1
                 return {"MaxSharedMemoryPerBlockOptin": 227 * 1024}
 
         class ExternalStream(Context):
-            def __init__(self, handle):
-                fake.streams.append(handle)
+            def __init__(self, handle, device_id=-1):
+                self.ptr, self.device_id = handle, device_id
+                fake.stream_views += 1
 
         class Function:
             def __init__(self, name):
                 self.name, self.max_dynamic_shared_size_bytes = name, 0
 
-            def __call__(self, grid, block, args, shared_mem=0):
+            def __call__(self, grid, block, args, shared_mem=0, stream=None):
                 fake.launches.append((self.name, grid, block, args, shared_mem))
+                fake.streams.append(None if stream is None else stream.ptr)  # None: CuPy's current stream
 
         class RawModule:
             def __init__(self, code, options=()):
@@ -82,7 +92,8 @@ class FakeCupy(types.ModuleType):
                 raise BufferError("Can't export tensors that require gradient, use tensor.detach()")
             return tensor
 
-        self.cuda = types.SimpleNamespace(Device=Device, ExternalStream=ExternalStream)
+        runtime = types.SimpleNamespace(getDevice=lambda: fake.current_device)
+        self.cuda = types.SimpleNamespace(Device=Device, ExternalStream=ExternalStream, runtime=runtime)
         self.RawModule, self.from_dlpack = RawModule, from_dlpack
 
 
@@ -91,6 +102,8 @@ def fake_cupy(monkeypatch):
     fake = FakeCupy()
     monkeypatch.setitem(sys.modules, "cupy", fake)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda index=None: types.SimpleNamespace(cuda_stream=STREAM))
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda index: fake.torch_stream, raising=False)
+    fake.torch_stream = STREAM
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     caches = (launch_module._launcher, launch_module._cupy_module, launch_module._shared_optin)
     for cache in caches:
@@ -151,6 +164,16 @@ def test_cupy_gpu_path_launches_a_parameter_on_the_current_stream(fake_cupy):
     assert [int(a) for a in args[:3]] == [x.data_ptr(), weight.data_ptr(), out_v.data_ptr()]
     assert fake_cupy.streams == [STREAM, STREAM]  # torch's current stream at each launch
     assert cudac.cupy_launcher(source, CUDA0) is launch  # one launcher per (file, device)
+    # A stream made current between launches is the next launch's; one CuPy view per stream, no
+    # device switch while the launch's device is current, one when another is.
+    fake_cupy.torch_stream = 0xCAFE
+    with torch.no_grad():
+        launch("sw_fused_columns_f32", (4,), (128,), x, weight, out_v, columns, moves, 2, 2, 4, 5, 5, 3, 3, 4, shared_bytes=1024)
+        switches = fake_cupy.device_switches
+        fake_cupy.current_device = 1
+        launch("sw_fused_columns_f32", (4,), (128,), x, weight, out_v, columns, moves, 2, 2, 4, 5, 5, 3, 3, 4, shared_bytes=1024)
+    assert fake_cupy.streams[2:] == [0xCAFE, 0xCAFE] and fake_cupy.stream_views == 2
+    assert fake_cupy.device_switches == switches + 1
 
 
 def test_cupy_gpu_path_reads_device_attributes_once(fake_cupy):
@@ -168,8 +191,9 @@ def test_onepass_second_call_reads_and_hashes_nothing(monkeypatch):
     weight = torch.nn.Parameter(torch.randn(spec.weight_shape))
     with torch.no_grad():
         first = module.forward(x, weight, spec)
-    counts = {"read_text": 0, "sha256": 0, "plan": 0}
+    counts = {"read_text": 0, "sha256": 0, "plan": 0, "resolve": 0, "packer": 0}
     real_read, real_hash, real_plan = Path.read_text, launch_module.hashlib.sha256, module.launch_plan
+    real_resolve, real_packer = Path.resolve, launch_module.argument_packer
 
     def counting(name, real):
         def wrapped(*args, **kwargs):
@@ -181,9 +205,12 @@ def test_onepass_second_call_reads_and_hashes_nothing(monkeypatch):
     monkeypatch.setattr(Path, "read_text", counting("read_text", real_read))
     monkeypatch.setattr(launch_module.hashlib, "sha256", counting("sha256", real_hash))
     monkeypatch.setattr(module, "launch_plan", counting("plan", real_plan))
+    monkeypatch.setattr(Path, "resolve", counting("resolve", real_resolve))
+    monkeypatch.setattr(launch_module, "argument_packer", counting("packer", real_packer))
     with torch.no_grad():
         second = module.forward(x, weight, spec)
-    assert counts == {"read_text": 0, "sha256": 0, "plan": 0}
+    # no path resolved, no argument plan made: one stat of the .cu (its version) and the packing
+    assert counts == {"read_text": 0, "sha256": 0, "plan": 0, "resolve": 0, "packer": 0}
     assert all(torch.equal(a, b) for a, b in zip(first, second))
 
 

@@ -15,12 +15,13 @@ from harness.cudac.nvrtc import ARCHITECTURES, PtxasFigures, compile_cuda, nvrtc
 from harness.cudac.source import CudaSource
 from harness.cudac.figures import KernelFigures, Launch, figures_of, with_sass
 from harness.cudac.figures import stages as report_stages
-from harness.cudac.modules import load_module
+from harness.cudac.modules import load_module, source_version
 from harness.cudac.launch import (
     SHARED_LIMIT,
     branch_moves,
     cupy_launcher,
     device_move_tables,
+    argument_packer,
     kernel_arguments,
     dtype_suffix,
     max_shared_optin,
@@ -42,6 +43,7 @@ __all__ = [
     "branch_moves",
     "cupy_launcher",
     "device_move_tables",
+    "argument_packer",
     "kernel_arguments",
     "dtype_suffix",
     "figures_of",
@@ -62,6 +64,7 @@ __all__ = [
     "execution_mode",
     "is_host_build",
     "load_module",
+    "source_version",
     "parse_ptxas_log",
     "source_figures",
     "unavailable_reason",

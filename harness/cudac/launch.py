@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.cudac.device import current_stream_handle
 from harness.cudac.host import build_cache_dir
+from harness.cudac.modules import source_version
 from harness.moves import move_tables
 from harness.spec import ShiftwiseSpec
 
@@ -61,12 +63,11 @@ def specialise(path: str | Path, defines: Mapping[str, int]) -> Path:
     see identical code). Written once per (source, defines), atomically; remembered per
     (source version, defines), so a call per launch costs a dictionary lookup, not a read and
     a hash of the file."""
-    path = Path(path).resolve()
-    return _specialised(path, path.stat().st_mtime_ns, tuple(sorted((name, int(value)) for name, value in defines.items())))
+    return _specialised(Path(path), source_version(path), tuple(sorted((name, int(value)) for name, value in defines.items())))
 
 
 @functools.lru_cache(maxsize=256)
-def _specialised(path: Path, mtime_ns: int, defines: tuple[tuple[str, int], ...]) -> Path:
+def _specialised(path: Path, version: tuple[int, int], defines: tuple[tuple[str, int], ...]) -> Path:
     header = "".join(f"#define {name} {value}\n" for name, value in defines)
     text = f"{header}#line 1 \"{path.name}\"\n{path.read_text()}"
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -83,34 +84,47 @@ _POINTEES = {"float*": torch.float32, "double*": torch.float64, "int*": torch.in
              "unsigned char*": torch.uint8, "long long*": torch.int64, "int64_t*": torch.int64}  # fmt: skip
 
 
+def argument_packer(kernel: str, params, device: torch.device) -> Callable[[tuple], tuple]:
+    """``pack(args)``: the arguments of one launch of ``kernel`` as the driver takes them, each
+    tensor as its address (``data_ptr()``: no DLPack export, so a weight that requires grad, an
+    ``nn.Parameter``, is passed like any tensor), each scalar as its C type's numpy scalar. A
+    tensor the kernel would misread is refused with its parameter's name: not on ``device``,
+    not contiguous (kernels index flat row-major arrays; a silent copy would lose an output's
+    writes), or not of the pointee's dtype. What each parameter needs is worked out here, once
+    per kernel, so a launch costs one pass over its arguments."""
+    index = device.index if device.type == "cuda" else -1  # Tensor.get_device(): -1 on the CPU
+    plan = tuple((param.name, param.ctype, param.is_pointer, _POINTEES.get(param.ctype), None if param.is_pointer else _SCALARS[param.ctype])
+                 for param in params)  # fmt: skip
+    count, uint64, tensor_type = len(plan), np.uint64, torch.Tensor
+
+    def pack(args) -> tuple:
+        if len(args) != count:
+            raise TypeError(f"kernel {kernel} takes {count} arguments, got {len(args)}")
+        packed = []
+        for (name, ctype, pointer, expected, scalar), arg in zip(plan, args):
+            if not pointer:
+                packed.append(scalar(arg))
+                continue
+            if not isinstance(arg, tensor_type):
+                raise TypeError(f"kernel {kernel}: {name} ({ctype}) expects a tensor, got {type(arg).__name__}")
+            if arg.get_device() != index:
+                raise ValueError(f"kernel {kernel}: {name} must be on {device}, got a tensor on {arg.device}")
+            if not arg.is_contiguous():
+                raise ValueError(
+                    f"kernel {kernel}: {name} must be contiguous (the kernel indexes it as a flat row-major array), "
+                    f"got strides {tuple(arg.stride())} for shape {tuple(arg.shape)}"
+                )
+            if expected is not None and arg.dtype != expected:
+                raise TypeError(f"kernel {kernel}: {name} ({ctype}) expects {expected}, got {arg.dtype}")
+            packed.append(uint64(arg.data_ptr()))  # a device address: 8 bytes, as the pointer parameter
+        return tuple(packed)
+
+    return pack
+
+
 def kernel_arguments(kernel: str, params, args, device: torch.device) -> list:
-    """The arguments of one launch of ``kernel`` as the driver takes them: each tensor as its
-    address (``data_ptr()``: no DLPack export, so a weight that requires grad, an
-    ``nn.Parameter``, is passed like any tensor), each scalar as its C type's numpy scalar.
-    A tensor the kernel would misread is refused with its parameter's name: not on
-    ``device``, not contiguous (kernels index flat row-major arrays; a silent copy would lose
-    an output's writes), or not of the pointee's dtype."""
-    if len(args) != len(params):
-        raise TypeError(f"kernel {kernel} takes {len(params)} arguments, got {len(args)}")
-    packed = []
-    for param, arg in zip(params, args):
-        if not param.is_pointer:
-            packed.append(_SCALARS[param.ctype](arg))
-            continue
-        if not isinstance(arg, torch.Tensor):
-            raise TypeError(f"kernel {kernel}: {param.name} ({param.ctype}) expects a tensor, got {type(arg).__name__}")
-        if arg.device != device:
-            raise ValueError(f"kernel {kernel}: {param.name} must be on {device}, got a tensor on {arg.device}")
-        if not arg.is_contiguous():
-            raise ValueError(
-                f"kernel {kernel}: {param.name} must be contiguous (the kernel indexes it as a flat row-major array), "
-                f"got strides {tuple(arg.stride())} for shape {tuple(arg.shape)}"
-            )
-        expected = _POINTEES.get(param.ctype)
-        if expected is not None and arg.dtype != expected:
-            raise TypeError(f"kernel {kernel}: {param.name} ({param.ctype}) expects {expected}, got {arg.dtype}")
-        packed.append(np.uint64(arg.data_ptr()))  # a device address: 8 bytes, as the pointer parameter
-    return packed
+    """``argument_packer(kernel, params, device)(args)`` as a list (its checks and packing)."""
+    return list(argument_packer(kernel, params, device)(args))
 
 
 def _device_index(device: torch.device) -> int:
@@ -128,31 +142,43 @@ def _cupy_module(path: Path, device_index: int, version: int):
 def cupy_launcher(path: str | Path, device: torch.device):
     """``launch(kernel, grid, block, *args, shared_bytes=)`` for the kernels of ``path``: the
     host build on the CPU; on a GPU, ``cupy.RawModule`` on torch's current stream (whichever
-    stream is current at the launch), tensors passed by address (``kernel_arguments``),
+    stream is current at the launch), tensors passed by address (``argument_packer``),
     opting in to more than 48 KiB of dynamic shared memory when a launch asks for it. Made
-    once per (file, device, file version: its modification time, so an edited ``.cu`` is
-    rebuilt): a launch costs the argument packing and the driver call."""
-    path = Path(path).resolve()
+    once per (file, device, file version: ``source_version``, so an edited ``.cu`` is rebuilt):
+    a launch costs the argument packing and the driver call."""
     device = torch.device(device)
-    if device.type == "cuda":
+    if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", _device_index(device))
-    return _launcher(path, device, path.stat().st_mtime_ns)
+    return _launcher(Path(path), device, source_version(path))
+
+
+#: Most CuPy stream views a GPU launcher keeps (one per torch stream it has launched on).
+MAX_STREAM_VIEWS = 64
 
 
 @functools.lru_cache(maxsize=256)
-def _launcher(path: Path, device: torch.device, version: int):
+def _launcher(path: Path, device: torch.device, version: tuple[int, int]):
     from harness.cudac.modules import load_module
     from harness.cudac.source import CudaSource
 
+    path = path.resolve()
     signatures = CudaSource.read(path).kernels
+    packers: dict[str, Callable[[tuple], tuple]] = {}
+
+    def packer(kernel: str) -> Callable[[tuple], tuple]:
+        found = packers.get(kernel)
+        if found is None:
+            found = packers[kernel] = argument_packer(kernel, signatures[kernel].params, device)
+        return found
+
     if device.type == "cpu":
         module = load_module(path, device)
 
         def launch(kernel, grid, block, *args, shared_bytes=0):
-            packed = kernel_arguments(kernel, signatures[kernel].params, args, device)
+            packed = packer(kernel)(args)
             # Past 48 KiB the GPU path opts in; the host build grants the same (the sm_80 maximum).
-            module.launch(kernel, grid, block, *(int(a) if p.is_pointer else a.item() for p, a in zip(signatures[kernel].params, packed)),
-                          shared_bytes=shared_bytes, opt_in=shared_bytes > SHARED_LIMIT)  # fmt: skip
+            module.launch(kernel, grid, block, *(a.item() for a in packed), shared_bytes=shared_bytes,
+                          opt_in=shared_bytes > SHARED_LIMIT)  # fmt: skip
 
         return launch
 
@@ -160,22 +186,38 @@ def _launcher(path: Path, device: torch.device, version: int):
 
     index = device.index
     module = _cupy_module(path, index, version)
+    runtime = cupy.cuda.runtime
     functions: dict[tuple[str, int], object] = {}  # (kernel, opted-in shared bytes) -> cupy.RawKernel
+    streams: dict[int, object] = {}  # torch's raw stream handle -> a (non-owning) cupy.cuda.ExternalStream of it
 
     def function_for(kernel: str, shared_bytes: int):
         key = (kernel, shared_bytes if shared_bytes > SHARED_LIMIT else 0)
-        if key not in functions:
-            function = module.get_function(kernel)
-            if key[1]:
-                function.max_dynamic_shared_size_bytes = shared_bytes
+        function = functions.get(key)
+        if function is None:
+            with cupy.cuda.Device(index):
+                function = module.get_function(kernel)
+                if key[1]:
+                    function.max_dynamic_shared_size_bytes = shared_bytes
             functions[key] = function
-        return functions[key]
+        return function
+
+    def stream_of(handle: int):
+        stream = streams.get(handle)
+        if stream is None:
+            if len(streams) >= MAX_STREAM_VIEWS:
+                streams.clear()
+            stream = streams[handle] = cupy.cuda.ExternalStream(handle, index)
+        return stream
 
     def launch(kernel, grid, block, *args, shared_bytes=0):
-        packed = kernel_arguments(kernel, signatures[kernel].params, args, device)
-        stream = torch.cuda.current_stream(index).cuda_stream
-        with cupy.cuda.Device(index), cupy.cuda.ExternalStream(stream):
-            function_for(kernel, shared_bytes)(grid, block, tuple(packed), shared_mem=shared_bytes)
+        packed = packer(kernel)(args)
+        function = function_for(kernel, shared_bytes)
+        stream = stream_of(current_stream_handle(index))  # torch's current stream at this launch
+        if runtime.getDevice() == index:  # the usual case: no device switch around the launch
+            function(grid, block, packed, shared_mem=shared_bytes, stream=stream)
+        else:
+            with cupy.cuda.Device(index):
+                function(grid, block, packed, shared_mem=shared_bytes, stream=stream)
 
     return launch
 
