@@ -24,12 +24,17 @@ BLOCK = 128
 SHARED_LIMIT = cudac.SHARED_LIMIT
 
 
-def _rows_shared_bytes(spec: ShiftwiseSpec, width: int, staged: int, moves: int, itemsize: int) -> int:
+def rows_shared_bytes(spec: ShiftwiseSpec, width: int, staged: int, moves: int, itemsize: int) -> int:
+    """Shared memory of the rows kernel: k input rows with their halo, the ``staged`` kernels'
+    rows over the padded width, and the int32 move table."""
     k, e = spec.small_kernel, spec.extra_pad
     return itemsize * (k * (width + 2 * (k - 1)) + staged * (width + 2 * e)) + 4 * (2 * moves + staged)
 
 
-def _columns_shared_bytes(spec: ShiftwiseSpec, height: int, staged: int, moves: int, tile: int, itemsize: int) -> int:
+def columns_shared_bytes(spec: ShiftwiseSpec, height: int, staged: int, moves: int, tile: int, itemsize: int) -> int:
+    """Shared memory of the columns kernel for a ``tile`` of columns: the input tile with its
+    halo, the ``staged`` kernels' columns over the padded height, and the int32 move table
+    (``launch_plan`` takes the widest tile for which this fits)."""
     k, e = spec.small_kernel, spec.extra_pad
     return itemsize * ((height + 2 * (k - 1)) * (tile + k - 1) + staged * (height + 2 * e) * tile) + 4 * (
         2 * moves + staged
@@ -42,11 +47,11 @@ def launch_plan(spec: ShiftwiseSpec, shape, itemsize: int) -> dict:
     row of the map does not fit in shared memory. Made once per configuration (read-only)."""
     batch, channels, height, width = shape
     tables = move_tables(spec, height, width)
-    rows_bytes = _rows_shared_bytes(spec, width, tables.rows.shape[1], tables.row_moves.shape[1], itemsize)
+    rows_bytes = rows_shared_bytes(spec, width, tables.rows.shape[1], tables.row_moves.shape[1], itemsize)
     if rows_bytes > SHARED_LIMIT:
         raise ValueError(f"cupy_fused: a {width}-wide row needs {rows_bytes} bytes of shared memory, over {SHARED_LIMIT}")
     def columns_bytes_of(tile: int) -> int:
-        return _columns_shared_bytes(spec, height, tables.columns.shape[1], tables.column_moves.shape[1], tile, itemsize)
+        return columns_shared_bytes(spec, height, tables.columns.shape[1], tables.column_moves.shape[1], tile, itemsize)
 
     tile = cudac.widest_tile(columns_bytes_of)
     if tile is None:

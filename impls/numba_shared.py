@@ -144,7 +144,7 @@ def _table_bytes(moves: int) -> int:
     return 4 * -(-2 * moves // 2) * 2
 
 
-def _column_tile(staged_kernels: int, hy: int, itemsize: int, moves: int = 0) -> int:
+def column_tile(staged_kernels: int, hy: int, itemsize: int, moves: int = 0) -> int:
     """Widest tile (<= 32 columns, a power of two) whose staged columns fit in shared memory."""
     tile = cudac.widest_tile(lambda tile: _table_bytes(moves) + max(1, staged_kernels) * hy * tile * itemsize)
     if tile is None:
@@ -166,7 +166,7 @@ def launch_plan(spec: ShiftwiseSpec, shape, itemsize: int) -> dict:
         raise ValueError(
             f"numba_shared: {tables.rows.shape[1]} staged rows of width {wy} exceed {SHARED_LIMIT} bytes of shared memory"
         )
-    tile = _column_tile(tables.columns.shape[1], hy, itemsize, tables.column_moves.shape[1])
+    tile = column_tile(tables.columns.shape[1], hy, itemsize, tables.column_moves.shape[1])
     columns_bytes = _table_bytes(tables.column_moves.shape[1]) + tables.columns.shape[1] * hy * tile * itemsize
     return {
         "rows": (batch * channels * height, min(BLOCK, 32 * -(-width // 32)), rows_bytes),
@@ -220,7 +220,7 @@ def _execution(device: torch.device) -> Execution:
     if device.type == "cuda" and _simulated():
         return Execution(mode, f"{SIMULATOR_ENV}=1: this process runs Numba's CUDA simulator, not the GPU", emulated)
     if device.type == "cuda":
-        return Execution(mode, _nvvm_missing() or _nvjitlink_missing(), emulated)
+        return Execution(mode, _nvvm_missing() or nvjitlink_missing(), emulated)
     return Execution(mode, None, emulated)
 
 
@@ -243,7 +243,7 @@ def _nvvm_probe() -> str | None:
     return "NVVM is not usable by numba-cuda (numba.cuda.cudadrv.nvvm.is_available() is False); install nvidia-nvvm"
 
 
-def _nvjitlink_missing() -> str | None:
+def nvjitlink_missing() -> str | None:
     """Why kernels could not be linked here, or None. NVVM from the nvidia-nvvm wheel emits PTX
     of its own (newer) ISA, which an older driver refuses to JIT ("unsupported PTX version");
     with nvJitLink at least as new as NVVM, numba-cuda links kernels to a cubin itself (LTO)

@@ -1,6 +1,7 @@
-"""Limits of the GPU designs are refused with the reason, before any launch."""
+"""Limits of the GPU designs are refused with the reason, before any launch; their launch plans
+(the modules' public planning functions, which run without a GPU)."""
 
-import sys
+import inspect
 
 import pytest
 
@@ -8,7 +9,8 @@ from harness import ShiftwiseSpec, implementations
 
 
 def _module(name):
-    return sys.modules[implementations()[name].fn.__module__]
+    """The module an implementation was loaded from (the registry loads ``impls/`` by path)."""
+    return inspect.getmodule(implementations()[name].fn)
 
 
 def test_fused_refuses_rows_wider_than_shared_memory():
@@ -25,7 +27,7 @@ def test_fused_column_tile_is_the_widest_that_fits(size, itemsize):
     tile, (_, _, shared) = plan["tile"], plan["columns"]
     assert shared <= module.SHARED_LIMIT
     tables = module.move_tables(spec, size, size)
-    wider = module._columns_shared_bytes(
+    wider = module.columns_shared_bytes(
         spec, size, tables.columns.shape[1], tables.column_moves.shape[1], 2 * tile, itemsize
     )
     assert tile == 32 or wider > module.SHARED_LIMIT
@@ -33,9 +35,9 @@ def test_fused_column_tile_is_the_widest_that_fits(size, itemsize):
 
 def test_numba_shared_column_tile_limit():
     module = _module("numba_shared")
-    assert module._column_tile(17, 58, 4) == 8
+    assert module.column_tile(17, 58, 4) == 8
     with pytest.raises(ValueError, match="exceed 49152 bytes of shared memory"):
-        module._column_tile(17, 2000, 8)
+        module.column_tile(17, 2000, 8)
 
 
 def test_onepass_entry_table_matches_the_move_tables():
@@ -105,4 +107,4 @@ def test_specialise_writes_one_file_per_configuration(tmp_path, monkeypatch):
 def test_numba_shared_links_with_nvjitlink_at_nvvm_version():
     # Without it, the first launch on a GPU whose driver is older than NVVM fails with
     # "unsupported PTX version": nvJitLink links the kernels to a cubin in-process instead.
-    assert _module("numba_shared")._nvjitlink_missing() is None
+    assert _module("numba_shared").nvjitlink_missing() is None
