@@ -278,6 +278,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
                 print(f"\ninterrupted: the partial run went to {kept}; {target} (an earlier run) is unchanged", file=sys.stderr)
             else:
                 os.replace(temporary, target)
+    if _benchmarking(config):
+        for file, error in sorted(discover().errors.items()):  # in the JSON and the report too
+            print(f"\nimplementation file did not load: {file}: {error.splitlines()[0]}", file=sys.stderr)
     if _benchmarking(config) and writer is not None and not writer.benchmarks and session.exitstatus == pytest.ExitCode.OK:
         print("\nnothing was benchmarked (every item skipped, deselected or failed): exit 5, no JSON written", file=sys.stderr)
         session.exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED

@@ -83,8 +83,25 @@ class Target:
                     raise ValueError(f"target {text!r}: device must be one of {', '.join(DEVICES)}, got {value!r}")
                 device = value
             else:
-                parameters[TARGET_KEYS.get(key, key)] = parse_value(value)
+                parameter = TARGET_KEYS.get(key, key)
+                if parameter not in executor_parameters():
+                    raise ValueError(f"target {text!r}: unknown key {key!r}; expected {DEVICE_KEY}, one of "
+                                     f"{', '.join(TARGET_KEYS)} or a submitit parameter (timeout_min, slurm_..., local_...)")  # fmt: skip
+                parameters[parameter] = parse_value(value)
         return cls(name, parameters, device)
+
+
+def executor_parameters() -> frozenset[str]:
+    """Every parameter submitit's AutoExecutor takes: its shared ones and each executor's own
+    with the executor's prefix (what ``update_parameters`` would accept at submission)."""
+    from submitit.auto.auto import AutoExecutor
+    from submitit.local.local import LocalExecutor
+    from submitit.slurm.slurm import SlurmExecutor
+
+    shared = AutoExecutor._valid_parameters()
+    own = {f"{prefix}_{name}" for prefix, executor in (("slurm", SlurmExecutor), ("local", LocalExecutor))
+           for name in executor._valid_parameters()}  # fmt: skip
+    return frozenset(shared | own)
 
 
 def parse_value(text: str) -> object:

@@ -25,7 +25,8 @@ def test_a_target_is_a_name_and_its_executor_parameters():
     )
     assert cluster.Target.parse("a100") == cluster.Target("a100", {}, "all")
     for bad, message in [("a b", "the name must be"), ("x:partition", "expected KEY=VALUE"), ("x:device=tpu", "device must be one of"),
-                         ("../up", "the name must be")]:  # fmt: skip
+                         ("../up", "the name must be"), ("x:colour=red", "unknown key 'colour'"),
+                         ("x:slurm_colour=red", "unknown key 'slurm_colour'")]:  # fmt: skip
         with pytest.raises(ValueError, match=message):
             cluster.Target.parse(bad)
 

@@ -130,6 +130,9 @@ def test_a_report_never_replaces_its_input(tmp_path, capsys):
     before = run.read_bytes()
     assert main(["report", str(run), "--output", str(run), "--overwrite"]) == EXIT_USAGE
     assert "is the input" in capsys.readouterr().out and run.read_bytes() == before
+    assert main(["report", str(run), "--output", str(tmp_path), "--overwrite"]) == EXIT_USAGE  # a folder
+    assert "expected the path of the markdown file to write, got the folder" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json"] and run.read_bytes() == before
 
 
 BAD_IMPLS = Path(__file__).parent / "bad_impls"
@@ -253,6 +256,25 @@ def test_an_item_that_hangs_when_timed_is_stopped_recorded_and_the_run_goes_on(t
     again = subprocess.run([*command, "-p", "no:cacheprovider", "--benchmark-max-time=0.01"], cwd=Path(__file__).parents[1],
                            env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert again.returncode == pytest.ExitCode.TESTS_FAILED and "ran past its time limit of 2 s" in again.stdout, again.stdout[-2000:]
+
+
+def test_an_implementation_file_that_fails_to_load_is_in_the_runs_json_report_and_output(tmp_path):
+    import json
+
+    from harness.report import render_report
+
+    impls = tmp_path / "impls"
+    impls.mkdir()
+    (impls / "roll.py").write_text(ROLL)
+    (impls / "broken.py").write_text("this is not python\n")
+    output = tmp_path / "run.json"
+    done = _bench(tmp_path, impls, output, "k3 and torch_roll-cpu")
+    assert done.returncode == pytest.ExitCode.OK, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "implementation file did not load: broken.py: NameError" in done.stderr
+    errors = json.loads(output.read_text())["sw"]["load_errors"]
+    assert list(errors) == ["broken.py"] and "NameError" in errors["broken.py"]
+    section = render_report([output]).markdown.split("## Implementation files that did not load")[1]
+    assert section.lstrip().startswith("- `broken.py`: NameError")
 
 
 def test_a_benchmark_run_that_times_nothing_is_not_a_pass(tmp_path):

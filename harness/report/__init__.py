@@ -145,6 +145,8 @@ def write_report(paths: Sequence[Path | str], output: Path | str, baseline: Sequ
     """Write the markdown to ``output`` and its PNGs beside it; return the files written (markdown first).
     Nothing is written if rendering fails or, without ``overwrite``, if any target already exists."""
     output = Path(output)
+    if output.is_dir():
+        raise IsADirectoryError(f"--output: expected the path of the markdown file to write, got the folder {output}")
     _refuse_overwriting_inputs([output], [*paths, *(baseline or ())])
     report = render_report(paths, baseline, title, image_stem=output.stem, notes=notes, noise_floor=noise_floor, kernels=kernels)
     images = {output.parent / name: figure for name, figure in report.figures.items()}

@@ -99,7 +99,7 @@ ENTRIES = [
     ("usage", "a broken TOML in --cases-dir", write({"c/bad.toml": "[[case]\nname="}), [*SWBENCH, "check", "--cases-dir", "{tmp}/c", "--suite", "bad"], USAGE, "bad.toml"),
     # ---- swbench check: implementations
     ("false green", "an empty implementations folder", write({"impls/.keep": ""}), [*SWBENCH, "--impls-dir", "{tmp}/impls", "check", "--case", CASE], NOTHING, "no implementations"),
-    ("false green", "only an implementation that fails to load", write({"impls/broken.py": "this is not python"}), [*SWBENCH, "--impls-dir", "{tmp}/impls", "list"], NOTHING, "broken"),
+    ("load error", "only an implementation that fails to load", write({"impls/broken.py": "this is not python"}), [*SWBENCH, "--impls-dir", "{tmp}/impls", "list"], FAILED, "load error broken.py"),
     ("false green", "an implementation calling os._exit(0)", write({"impls/exits.py": impl("exits", "    os._exit(0)")}), [*SWBENCH, "--impls-dir", "{tmp}/impls", "check", "--case", CASE], FAILED, "crash"),
     ("isolation", "an implementation that segfaults", write({"impls/segv.py": impl("segv", "    os.kill(os.getpid(), signal.SIGSEGV)")}), [*SWBENCH, "--impls-dir", "{tmp}/impls", "check", "--case", CASE], FAILED, "crash"),
     ("isolation", "an implementation that hangs (--timeout 3)", write({"impls/hangs.py": impl("hangs", "    time.sleep(3600)")}), [*SWBENCH, "--impls-dir", "{tmp}/impls", "check", "--case", CASE, "--timeout", "3"], FAILED, "timeout"),
@@ -118,10 +118,38 @@ ENTRIES = [
     ("usage", "pytest --benchmark-only --suite nosuch", None, [*PYTEST, "tests/test_benchmarks.py", "--benchmark-only", "--suite", "nosuch"], 4, "nosuch"),
     ("usage", "pytest --benchmark-only --tier bogus", None, [*PYTEST, "tests/test_benchmarks.py", "--benchmark-only", "--tier", "bogus"], 4, "bogus"),
     ("usage", "an unknown Hypothesis profile", None, ["env", "SW_HYPOTHESIS_PROFILE=bogus", *PYTEST, "tests/test_spec.py"], 4, "SW_HYPOTHESIS_PROFILE"),
+    ("usage", "pytest --hypothesis-profile bogus", None, [*PYTEST, "tests/test_spec.py", "--hypothesis-profile", "bogus"], 4, "--hypothesis-profile"),
+    ("usage", "pytest --benchmark-only --peak-gflops -1", None, [*PYTEST, "tests/test_benchmarks.py", "--benchmark-only", "--peak-gflops=-1"], 4, "expected a number > 0"),
+    ("usage", "pytest --benchmark-only --peak-gbps inf", None, [*PYTEST, "tests/test_benchmarks.py", "--benchmark-only", "--peak-gbps=inf"], 4, "expected a number > 0"),
+    ("usage", "pytest --benchmark-only --bench-timeout 0", None, [*PYTEST, "tests/test_benchmarks.py", "--benchmark-only", "--bench-timeout=0"], 4, "expected a number > 0"),
+    ("usage", "pytest --benchmark-only --bench-dtype float16", None, [*PYTEST, "tests/test_benchmarks.py", "--benchmark-only", "--bench-dtype", "float16"], 4, "invalid choice"),
+    ("usage", "pytest --benchmark-only --bench-device tpu", None, [*PYTEST, "tests/test_benchmarks.py", "--benchmark-only", "--bench-device", "tpu"], 4, "invalid choice"),
+    ("false green", "a benchmark run whose selection times nothing", None, [*PYTEST, "tests/test_benchmarks.py", "--benchmark-only", "-k", "no_such_item", "--benchmark-json={tmp}/run.json"], 5, "deselected"),
+    ("isolation", "an implementation that hangs only when timed (--bench-timeout 2)", write({"impls/hangs.py": open(ROOT / "tests/bad_impls/hangs_when_timed.py").read()}),
+     ["env", "SW_IMPLS_DIR={tmp}/impls", *PYTEST, "tests/test_benchmarks.py", "--benchmark-only", "--suite", "sweep_small_kernel", "-k", "k3 and bad_hangs_when_timed-cpu",
+      "--bench-timeout=2", "--benchmark-max-time=0.01", "--benchmark-json={tmp}/run.json"], 1, "ran past its time limit of 2 s"),
+    ("false green", "a benchmark run beside an implementation file that fails to load", write({"impls/broken.py": "this is not python"}),
+     ["env", "SW_IMPLS_DIR={tmp}/impls", *PYTEST, "tests/test_benchmarks.py", "--benchmark-only", "--suite", "sweep_small_kernel", "-k", "k3 and rep_merged-cpu",
+      "--benchmark-max-time=0.01", "--benchmark-json={tmp}/run.json"], 0, "implementation file did not load: broken.py"),
+    # ---- swbench: other commands
+    ("usage", "swbench check --tier bogus", None, [*SWBENCH, "check", "--tier", "bogus"], USAGE, "invalid choice"),
+    ("usage", "swbench --impls-dir that does not exist", None, [*SWBENCH, "--impls-dir", "{tmp}/none", "list"], USAGE, "none"),
+    ("usage", "swbench report with no input", None, [*SWBENCH, "report", "--output", "{tmp}/r.md"], USAGE, "required"),
+    ("usage", "swbench report --baseline that does not exist", a_run, [*SWBENCH, "report", "{tmp}/run.json", "--output", "{tmp}/r.md", "--baseline", "{tmp}/none.json"], USAGE, "none.json"),
+    ("nothing lost", "swbench report onto a folder", a_run, [*SWBENCH, "report", "{tmp}/run.json", "--output", "{tmp}"], USAGE, "output"),
+    ("usage", "swbench cluster --target with an unknown key", None, [*SWBENCH, "cluster", "--target", "box:colour=red", "--output", "{tmp}/c"], USAGE, "colour"),
+    ("usage", "swbench cluster --parallel 0", None, [*SWBENCH, "cluster", "--parallel", "0", "--output", "{tmp}/c"], USAGE, "parallel"),
+    ("nothing lost", "swbench cluster into a used folder", write({"c/earlier.json": "{}"}), [*SWBENCH, "cluster", "--output", "{tmp}/c"], USAGE, "c"),
+    ("usage", "swbench gpu --budget -1", None, [*SWBENCH, "gpu", "--dry-run", "--budget", "-1", "--output", "{tmp}/g"], USAGE, "budget"),
     # ---- Python API
     ("api", "build_network(impl='bogus')", None, [*PY, "from harness.models import build_network; build_network('sw_tiny', 'bogus')"], 1, "bogus"),
     ("api", "ShiftwiseConv2d(80, 81, 51): out_channels != in_channels", None, [*PY, "from harness.models.layers import ShiftwiseConv2d; ShiftwiseConv2d(80, 81, 51)"], 1, "out_channels"),
     ("api", "a layer given the wrong channel count", None, [*PY, "import torch; from harness.models.layers import ShiftwiseConv2d; ShiftwiseConv2d(8, 8, 13)(torch.randn(1, 9, 8, 8))"], 1, "channels"),
+    ("api", "ShiftwiseConv2d(8, 8, 13, stride=2)", None, [*PY, "from harness.models.layers import ShiftwiseConv2d; ShiftwiseConv2d(8, 8, 13, stride=2)"], 1, "stride"),
+    ("api", "build_network('nosuch')", None, [*PY, "from harness.models import build_network; build_network('nosuch')"], 1, "nosuch"),
+    ("api", "ShiftwiseSpec with an even big kernel", None, [*PY, "from harness import ShiftwiseSpec; ShiftwiseSpec.official(big_kernel=8, small_kernel=3, channels=4, groups=4)"], 1, "big_kernel"),
+    ("api", "reference_forward with a weight of the wrong shape", None, [*PY, "import torch; from harness import ShiftwiseSpec, reference_forward; s = ShiftwiseSpec.official(big_kernel=7, small_kernel=3, channels=4, groups=1); reference_forward(torch.randn(1, 4, 5, 5), torch.randn(3, 1, 3, 3), s)"], 1, "weight"),
+    ("api", "reference_forward with a 3-D input", None, [*PY, "import torch; from harness import ShiftwiseSpec, reference_forward; s = ShiftwiseSpec.official(big_kernel=7, small_kernel=3, channels=4, groups=1); reference_forward(torch.randn(4, 5, 5), torch.randn(s.weight_shape), s)"], 1, "4-D"),
 ]
 
 
@@ -139,7 +167,8 @@ def run(entry, timeout: float) -> dict:
             code, text = "timed out", ""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     last = next((line for line in reversed(lines) if words.lower() in line.lower()), lines[-1] if lines else "")
-    traceback = "Traceback (most recent call last)" in text and kind != "api"
+    # an implementation's own load error is shown with its traceback (the author's code, not the harness's)
+    traceback = "Traceback (most recent call last)" in text and kind not in ("api", "load error")
     api_one_line = kind != "api" or sum(line.startswith(("ValueError", "TypeError")) for line in lines) == 1
     ok = code == expected and words.lower() in text.lower() and not traceback and api_one_line
     return {"kind": kind, "what": what, "code": code, "expected": expected, "ok": ok, "said": last[:160]}
