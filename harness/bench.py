@@ -68,6 +68,9 @@ class Prepared:
     rounds: int | None = None
     #: whether two calls should give the same result (not a training step: it changes the weights)
     repeatable: bool = True
+    #: the row completed from what the timed rounds recorded (a comparison's per-round times),
+    #: called right after the timing; None: the row is complete before it
+    finish: Callable[[Row], Row] | None = None
 
 
 class Item(Protocol):
@@ -326,6 +329,11 @@ class Session:
             Failure(item.computation, item.device, item.case_name or "", f"{type(error).__name__}: {error}", item.kind)
         )
 
+    def part_failed(self, item: Item, computation: str, case: str, error: BaseException) -> None:
+        """Record the failure of one part of ``item`` (a network of a comparison), blamed on that
+        part: the item goes on with the others."""
+        self.record.failures.append(Failure(computation, item.device, case, f"{type(error).__name__}: {error}", item.kind))
+
     def reproduce(self, item: Item, command: str) -> None:
         """Attach the command that reruns ``item`` alone to its failures (the plugin knows it)."""
         self.record.failures[:] = [
@@ -370,6 +378,9 @@ class Session:
             last = gputime.time_on_gpu(benchmark, work, item.device, gputime.GpuTiming(self.l2_flush, self.gpu_graph))
         else:
             last = benchmark(prepared.run)
+        if prepared.finish is not None:
+            row = prepared.finish(row)
+            benchmark.extra_info.update(row.to_extra_info())
         if prepared.repeatable:
             row = row.with_determinism(outputs_equal(first, last))
             benchmark.extra_info.update(row.to_extra_info())

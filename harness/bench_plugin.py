@@ -4,7 +4,7 @@ tests, loaded by the root conftest: the project's one ``pytest_generate_tests``.
 Command-line options select what is timed (``--suite``, ``--tier``, ``--bench-device``,
 ``--bench-dtype``) and the roofline's peaks (``--peak-gflops``, ``--peak-gbps`` override the
 probes). A test taking one of ``ITEM_FIXTURES`` (``layer_item``, ``network_item``,
-``layer_training_item``, ``training_item``) runs once per
+``comparison_item``, ``layer_training_item``, ``training_item``) runs once per
 benchmark item of that kind (``harness.bench.Item``) and calls ``bench_session.measure``; an
 item that cannot be timed here is a skipped test naming the reason. Tests taking ``impl`` and
 ``device`` run once per implementation and device.
@@ -48,6 +48,12 @@ def _network_items(selection: Selection) -> list[Item]:
     return network_items(selection)
 
 
+def _comparison_items(selection: Selection) -> list[Item]:
+    from harness.models.compare import comparison_items
+
+    return comparison_items(selection)
+
+
 def _training_items(selection: Selection) -> list[Item]:
     from harness.models.training import training_items
 
@@ -62,7 +68,7 @@ def _layer_training_items(selection: Selection) -> list[Item]:
 
 #: test fixture -> the items of that kind a run's selection asks for
 ITEM_FIXTURES: dict[str, Callable[[Selection], list[Item]]] = {
-    "layer_item": layer_items, "network_item": _network_items,
+    "layer_item": layer_items, "network_item": _network_items, "comparison_item": _comparison_items,
     "layer_training_item": _layer_training_items, "training_item": _training_items,
 }  # fmt: skip
 

@@ -130,14 +130,18 @@ class ModelCase:
     small_kernel: int | None = None
     tier: str = "quick"
     rounds: int = 3
+    #: rounds of the interleaved comparison this (SW) network leads (``harness.models.compare``)
+    compare_rounds: int = 20
     seed: int = 0
     suite: str = "models"
 
     def __post_init__(self) -> None:
-        for field in ("batch", "height", "width", "rounds"):
+        for field in ("batch", "height", "width", "rounds", "compare_rounds"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"model case {self.name!r}: {field} must be a positive int, got {value!r}")
+        if self.compare_rounds < 2:
+            raise ValueError(f"model case {self.name!r}: compare_rounds must be >= 2 (a ratio needs paired rounds), got {self.compare_rounds}")
         if self.tier not in CASE_TIERS:
             raise ValueError(f"model case {self.name!r}: tier must be one of {CASE_TIERS}, got {self.tier!r}")
 

@@ -31,6 +31,46 @@ class PairedRatio:
         return f"{self.ratio:.3f} [{self.confidence:.0%} {self.low:.3f}, {self.high:.3f}; {self.rounds} rounds]"
 
 
+class Rounds:
+    """Interleaved rounds run one at a time: each ``run()`` calls every callable once, in a fresh
+    random order (seeded), and records the seconds of each call. A benchmark whose timed call is
+    one round (``harness.models.compare``) times it with pytest-benchmark; ``interleaved`` runs
+    many."""
+
+    def __init__(self, calls: Mapping[str, Callable[[], object]], *, seed: int = 0,
+                 timer: Callable[[], float] = time.perf_counter) -> None:  # fmt: skip
+        if not calls:
+            raise ValueError("interleaved timing: no callables given")
+        self._calls = dict(calls)
+        self._order = list(self._calls)
+        self._random = random.Random(seed)
+        self._timer = timer
+        self._times: dict[str, list[float]] = {name: [] for name in self._calls}
+
+    @property
+    def count(self) -> int:
+        """Rounds run so far."""
+        return len(next(iter(self._times.values())))
+
+    def run(self) -> dict[str, object]:
+        """One round: every callable once, in a fresh random order; their results by name, in
+        the order the callables were given (not the order they ran in)."""
+        self._random.shuffle(self._order)
+        results = {}
+        for name in self._order:
+            start = self._timer()
+            results[name] = self._calls[name]()
+            self._times[name].append(self._timer() - start)
+        return {name: results[name] for name in self._calls}
+
+    def times(self, last: int | None = None) -> dict[str, np.ndarray]:
+        """Seconds per call of every callable in each round run, or in the ``last`` rounds."""
+        if last is not None and not 0 < last <= self.count:
+            raise ValueError(f"interleaved timing: asked for the last {last} rounds of {self.count}")
+        start = 0 if last is None else self.count - last
+        return {name: np.asarray(values[start:]) for name, values in self._times.items()}
+
+
 def interleaved(
     calls: Mapping[str, Callable[[], object]],
     rounds: int,
@@ -43,21 +83,10 @@ def interleaved(
     in a fresh random order), after ``warmup`` untimed rounds."""
     if rounds < 2:
         raise ValueError(f"interleaved timing: rounds must be >= 2 (a ratio needs paired rounds), got {rounds}")
-    if not calls:
-        raise ValueError("interleaved timing: no callables given")
-    names = list(calls)
-    order = random.Random(seed)
-    for _ in range(warmup):
-        for name in names:
-            calls[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(rounds):
-        order.shuffle(names)
-        for name in names:
-            start = timer()
-            calls[name]()
-            times[name].append(timer() - start)
-    return {name: np.asarray(values) for name, values in times.items()}
+    series = Rounds(calls, seed=seed, timer=timer)
+    for _ in range(warmup + rounds):
+        series.run()
+    return series.times(last=rounds)
 
 
 def paired_ratio(

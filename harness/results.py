@@ -2,7 +2,8 @@
 
 A row's ``kind`` says what was timed: ``BenchmarkRow`` ("layer": one computation on a layer
 case), ``NetworkRow`` ("network": a whole network on a batch), ``TrainingRow`` ("training": a
-training step). The benchmarks write a row into pytest-benchmark's ``extra_info``
+training step), ``ComparisonRow`` ("comparison": the networks of one Table 7 comparison timed
+interleaved, round by round, with their paired ratios). The benchmarks write a row into pytest-benchmark's ``extra_info``
 (``to_extra_info``); the report reads every row back through ``row_from_extra_info``, which
 validates it and names the key that is wrong. ``RunRecord`` is the run's own record (the JSON's
 ``sw`` key): tier, suites, command, failures, what was not run and why, the machine's probes.
@@ -21,12 +22,14 @@ import dataclasses
 import numbers
 from dataclasses import dataclass, field, fields
 
+import numpy as np
+
 from harness.cases import Case
 from harness.registry import Role
 
 SCHEMA = 3
 #: What a row's ``kind`` may be, and what a run's not-run entries and failures belong to.
-KINDS = ("layer", "network", "training")
+KINDS = ("layer", "network", "training", "comparison")
 
 
 class ResultFormatError(ValueError):
@@ -166,8 +169,77 @@ class TrainingRow(_Row):
     deterministic: bool | None = None
 
 
-ROW_TYPES: dict[str, type[_Row]] = {row.kind: row for row in (BenchmarkRow, NetworkRow, TrainingRow)}
-Row = BenchmarkRow | NetworkRow | TrainingRow
+@dataclass(frozen=True)
+class PairedRatioEntry:
+    """Images/s of ``numerator`` over images/s of ``denominator`` (> 1: the numerator is faster),
+    from paired rounds (``harness.paired.paired_ratio`` of their times), with its interval."""
+
+    numerator: str  # a compared network's computation
+    denominator: str
+    ratio: float
+    low: float
+    high: float
+    rounds: int
+    confidence: float
+
+
+@dataclass(frozen=True)
+class ComparisonRow(_Row):
+    """The networks of one Table 7 comparison (an SW network with its implementation, its merged
+    form, UniRepLKNet and SLaK of its size) timed interleaved: each timed round runs every
+    compared network once, in a fresh random order, so all see the same load. The ratios are
+    stored with their intervals; the point ratio is checked against the times when read."""
+
+    kind = "comparison"
+    computation: str
+    case: str  # the SW network's case
+    suite: str
+    device: str
+    batch: int
+    height: int
+    width: int
+    dtype: str
+    threads: int | None
+    implementation: str  # the SW network's implementation
+    seed: int  # of the rounds' orders
+    #: computation -> network name, of every network of the comparison (compared or not)
+    networks: dict[str, str]
+    #: computation -> what its verification checked, of each compared network
+    verified: dict[str, str]
+    #: computation -> the error of a network whose preparation or verification failed (the others are compared)
+    failed: dict[str, str]
+    #: computation -> why a network of the comparison is not run here (its network item's reason)
+    not_run: dict[str, str]
+    #: computation -> seconds of each timed round's forward pass (round i of every network: one round)
+    times: dict[str, list[float]]
+    ratios: list[PairedRatioEntry]
+    deterministic: bool | None = None
+
+    def problems(self) -> list[str]:
+        """What makes this row inconsistent (its times and ratios), empty if nothing."""
+        found = []
+        lengths = {len(t) for t in self.times.values()}
+        if len(lengths) > 1:
+            found.append(f"its networks' times have different numbers of rounds: {sorted(lengths)}")
+        for name in self.times:
+            if name not in self.networks:
+                found.append(f"times of {name!r}, which is not one of its networks")
+        for entry in self.ratios:
+            a, b = self.times.get(entry.numerator), self.times.get(entry.denominator)
+            if a is None or b is None:
+                found.append(f"ratio {entry.numerator} / {entry.denominator}: no times of both")
+                continue
+            # images/s of the numerator over the denominator's = t_denominator / t_numerator per round
+            expected = float(np.exp(np.mean(np.log(np.asarray(b) / np.asarray(a))))) if len(a) == len(b) and a else float("nan")
+            if not (entry.rounds == len(a) and np.isclose(entry.ratio, expected, rtol=1e-9)
+                    and entry.low <= entry.ratio <= entry.high):  # fmt: skip
+                found.append(f"ratio {entry.numerator} / {entry.denominator} = {entry.ratio!r} over {entry.rounds} rounds "
+                             f"[{entry.low!r}, {entry.high!r}] does not follow from its times ({expected!r}, {len(a)} rounds)")  # fmt: skip
+        return found
+
+
+ROW_TYPES: dict[str, type[_Row]] = {row.kind: row for row in (BenchmarkRow, NetworkRow, TrainingRow, ComparisonRow)}
+Row = BenchmarkRow | NetworkRow | TrainingRow | ComparisonRow
 
 
 def row_from_extra_info(info: object) -> Row:
@@ -192,6 +264,8 @@ def row_from_extra_info(info: object) -> Row:
     row = ROW_TYPES[kind]._read(info)
     if isinstance(row, BenchmarkRow) and row.role not in {role.value for role in Role}:
         raise ResultFormatError(f"extra_info role must be one of {[r.value for r in Role]}, got {row.role!r}")
+    if isinstance(row, ComparisonRow) and (problems := row.problems()):
+        raise ResultFormatError(f"extra_info comparison {row.computation!r}: " + "; ".join(problems))
     return row
 
 
@@ -289,11 +363,25 @@ def _read_entry(entry: type, item: object, where: str):
     return entry(**values)
 
 
+#: Records stored inside a row, by the name their fields' annotations use.
+_ENTRIES = {"PairedRatioEntry": PairedRatioEntry}
+
+
 def _typed(where: str, kind: str, value: object) -> object:
     optional = kind.endswith("| None")
     base = kind.removesuffix(" | None")
     if value is None and optional:
         return None
+    if base.startswith("dict[str, ") and base.endswith("]"):
+        if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+            raise ResultFormatError(f"{where} must be a mapping with string keys, got {value!r}")
+        return {key: _typed(f"{where}[{key!r}]", base[len("dict[str, ") : -1], item) for key, item in value.items()}
+    if base.startswith("list[") and base.endswith("]"):
+        if not isinstance(value, list):
+            raise ResultFormatError(f"{where} must be a list, got {value!r}")
+        return [_typed(f"{where}[{number}]", base[len("list[") : -1], item) for number, item in enumerate(value)]
+    if base in _ENTRIES:
+        return _read_entry(_ENTRIES[base], value, where)
     checks = {
         "int": lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
         "float": lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool),

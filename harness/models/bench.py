@@ -223,7 +223,8 @@ def _case_reference(case: ModelCase, device: str) -> ReferenceRecord:
     """The reference-path record of ``case``'s SW network (the unmerged network on the reference
     path, one image), shared by every implementation and by the "_rep" form: they all build the
     same weights from the case's seed (the batch does not enter)."""
-    base = dataclasses.replace(case, name="reference", network=case.network.removesuffix("_rep"), batch=1, rounds=1, tier="check")
+    base = dataclasses.replace(case, name="reference", network=case.network.removesuffix("_rep"), batch=1, rounds=1,
+                               compare_rounds=2, tier="check")  # fmt: skip
     return _reference_of(base, device)
 
 

@@ -10,9 +10,13 @@ rounded as the table prints them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import pandas as pd
 
 from harness.models.networks import NETWORKS
+from harness.results import ComparisonRow
 
 #: network name -> (Table 7's row label, A100 images/s). Kept in the repository: nothing reads
 #: the paper at run time.
@@ -47,24 +51,30 @@ def _fmt(value: object, digits: int = 3) -> str:
     return str(value)
 
 
-def table7_section(frame: pd.DataFrame) -> list[str]:
+def table7_section(frame: pd.DataFrame, comparisons: Sequence[tuple[str | None, ComparisonRow]] = ()) -> list[str]:
     """Markdown parts of the "Table 7 on this machine" section from the report's rows (one per
-    benchmark; model rows have ``kind == "model"``), or [] when there are none.
+    benchmark; model rows have ``kind == "model"``) and the comparison rows, each with its run's
+    machine label, or [] when there are none.
 
     One table per machine and batch size: a row per network and, for SW networks, per
     implementation, with images/s here and the paper's A100 images/s (batch 128) beside it; then
     the ratios the paper discusses (SW against SLaK and UniRepLKNet), with SW's fastest
-    implementation, here and on the A100."""
-    if frame is None or frame.empty or "kind" not in frame:
+    implementation, from the independent medians here and on the A100; then, where the run has
+    the comparison (``harness.models.compare``), each ratio from the paired interleaved rounds
+    with its interval."""
+    empty = frame is None or frame.empty or "kind" not in frame
+    if empty and not comparisons:
         return []
+    frame = pd.DataFrame({"kind": []}) if empty else frame
     training = frame[frame["kind"] == "training"].copy()
     rows = frame[frame["kind"] == "model"].copy()
-    if rows.empty:
+    if rows.empty and not comparisons:
         return training_section(training) if not training.empty else []
-    rows["images_per_s"] = _images_per_s(rows)
+    rows["images_per_s"] = _images_per_s(rows) if not rows.empty else []
     if not training.empty:
         training["images_per_s"] = _images_per_s(training)
-    machines = rows["machine"].unique() if "machine" in rows else [None]
+    machines = list(rows["machine"].unique()) if "machine" in rows else ([] if rows.empty else [None])
+    machines += [m for m, _ in comparisons if m not in machines]
     parts = [
         "## Table 7 on this machine",
         "Images per second of whole networks at 224x224 (`pytest --benchmark-only --suite models`), each SW "
@@ -74,29 +84,17 @@ def table7_section(frame: pd.DataFrame) -> list[str]:
         "large-kernel layers). \"Rep\" rows are the merged (deployed) forms.",
     ]
     for machine in machines:
-        here = rows if machine is None else rows[rows["machine"] == machine]
-        for batch in sorted(here["batch"].unique()):
-            at = here[here["batch"] == batch]
-            table = []
-            for _, row in at.sort_values(["network", "computation"]).iterrows():
-                info = NETWORKS.get(row["network"])
-                paper = PAPER_A100.get(row["network"])
-                table.append({
-                    "network": info.label if info else row["network"],
-                    "implementation": _fmt(row.get("implementation")),
-                    "images/s here": _fmt(float(row["images_per_s"])),
-                    "A100 images/s (paper)": f"{paper[1]:.0f}" if paper else "—",
-                    "GFLOP/image": _fmt(float(row["gflop_per_image"])) if "gflop_per_image" in row else "—",
-                    "params (M)": _fmt(row["params"] / 1e6) if "params" in row else "—",
-                    "SW share": _fmt(float(row["sw_time_share"]), 2) if "sw_time_share" in row else "—",
-                    "training images/s here": _training_beside(training, machine, row),
-                    "threads": _fmt(row.get("threads")),
-                })  # fmt: skip
+        here = rows if machine is None or rows.empty else rows[rows["machine"] == machine]
+        paired_here = [c for m, c in comparisons if m == machine]
+        for batch in sorted({*(here["batch"].unique() if "batch" in here else ()), *(c.batch for c in paired_here)}):
+            at = here[here["batch"] == batch] if "batch" in here else here
             title = f"### {machine}, batch {batch}" if machine is not None else f"### Batch {batch}"
-            parts += [title, pd.DataFrame(table).to_markdown(index=False)]
-            parts.append(_ratios(at))
-    missing = [label for name, (label, _) in PAPER_A100.items()
-               if name not in set(rows["network"]) and not name.endswith("_igemm")]  # fmt: skip
+            parts.append(title)
+            if not at.empty:
+                parts += _networks_table(at, training, machine)
+            parts += paired_section([c for c in paired_here if c.batch == batch])
+    present = set(rows["network"] if not rows.empty else []) | {n for _, c in comparisons for n in c.networks.values()}
+    missing = [label for name, (label, _) in PAPER_A100.items() if name not in present and not name.endswith("_igemm")]
     if missing:
         parts.append("Paper rows not in this run: " + ", ".join(missing) + " (the full tier runs them).")
     parts.append("The ★ rows (SLaK with RepLKNet's iGEMM CUDA large-kernel conv: 638 and 385 images/s on the "
@@ -104,6 +102,64 @@ def table7_section(frame: pd.DataFrame) -> list[str]:
     if not training.empty:
         parts += training_section(training)
     return parts
+
+
+def _networks_table(at: pd.DataFrame, training: pd.DataFrame, machine: object) -> list[str]:
+    """The networks of one machine and batch, then their ratios from the independent medians."""
+    table = []
+    for _, row in at.sort_values(["network", "computation"]).iterrows():
+        info = NETWORKS.get(row["network"])
+        paper = PAPER_A100.get(row["network"])
+        table.append({
+            "network": info.label if info else row["network"],
+            "implementation": _fmt(row.get("implementation")),
+            "images/s here": _fmt(float(row["images_per_s"])),
+            "A100 images/s (paper)": f"{paper[1]:.0f}" if paper else "—",
+            "GFLOP/image": _fmt(float(row["gflop_per_image"])) if "gflop_per_image" in row else "—",
+            "params (M)": _fmt(row["params"] / 1e6) if "params" in row else "—",
+            "SW share": _fmt(float(row["sw_time_share"]), 2) if "sw_time_share" in row else "—",
+            "training images/s here": _training_beside(training, machine, row),
+            "threads": _fmt(row.get("threads")),
+        })  # fmt: skip
+    return [pd.DataFrame(table).to_markdown(index=False), _ratios(at)]
+
+
+def paired_section(comparisons: Sequence[ComparisonRow]) -> list[str]:
+    """The ratios of the interleaved comparisons (one machine and batch): a row per ratio with
+    its interval, then each compared network's images/s (median over the rounds) and what was
+    left out (a failure, or not run here), or [] when there are none."""
+    if not comparisons:
+        return []
+    lines, speeds, left = [], [], []
+    for row in sorted(comparisons, key=lambda c: c.case):
+        for entry in row.ratios:
+            top, bottom = row.networks[entry.numerator], row.networks[entry.denominator]
+            paper = f"{PAPER_A100[top][1] / PAPER_A100[bottom][1]:.2f}" if top in PAPER_A100 and bottom in PAPER_A100 else "—"
+            lines.append(f"| {_label(top)} / {_label(bottom)} | {row.case} | {row.implementation} | {entry.ratio:.3g} | "
+                         f"{entry.low:.3g} – {entry.high:.3g} | {entry.rounds} | {paper} |")  # fmt: skip
+        for name, times in row.times.items():
+            impl = row.implementation if NETWORKS[row.networks[name]].family == "sw" and not NETWORKS[row.networks[name]].rep else "—"
+            speeds.append(f"| {row.case} | {_label(row.networks[name])} | {impl} | {_fmt(row.batch / float(np.median(times)))} |")
+        left += [f"- {row.case}: {name} failed, not compared: {error}" for name, error in sorted(row.failed.items())]
+        left += [f"- {row.case}: {name} not run here: {why}" for name, why in sorted(row.not_run.items())]
+    confidence = {f"{e.confidence:.0%}" for row in comparisons for e in row.ratios}
+    parts = [
+        "Paired ratios (images/s over images/s) from the interleaved comparison: each timed round runs every "
+        "network of the comparison once, in a fresh random order, so that all see the same load; the ratio is the "
+        "geometric mean of the per-round ratios, with a bootstrap interval over rounds "
+        f"({', '.join(sorted(confidence)) or '—'}). On a shared machine these hold where ratios of independent medians may not.",
+    ]
+    if lines:
+        parts.append("\n".join(["| paired ratio | SW case | SW implementation | here | interval | rounds | A100 (paper) |",
+                                "|---|---|---|---|---|---|---|", *lines]))  # fmt: skip
+    if speeds:
+        parts.append("\n".join(["| SW case | network | implementation | images/s (median of the interleaved rounds) |",
+                                "|---|---|---|---|", *speeds]))  # fmt: skip
+    return parts + (["Left out of the comparisons:\n" + "\n".join(left)] if left else [])
+
+
+def _label(network: str) -> str:
+    return NETWORKS[network].label if network in NETWORKS else network
 
 
 def _training_beside(training: pd.DataFrame, machine: object, row: pd.Series) -> str:
@@ -183,7 +239,7 @@ def _ratios(rows: pd.DataFrame) -> str:
             lines.append(f"| {NETWORKS[numerator + '_rep'].label} / {NETWORKS[denominator].label} | {rep[0] / bottom[0]:.3g} | — |")
     if not lines:
         return "Ratios: not enough networks in this run."
-    return "\n".join(["| ratio | here | A100 (paper) |", "|---|---|---|", *lines])
+    return "\n".join(["| ratio (independent medians) | here | A100 (paper) |", "|---|---|---|", *lines])
 
 
-__all__ = ["PAPER_A100", "PAPER_BATCH", "RATIOS", "best_images_per_s", "table7_section", "training_section"]
+__all__ = ["PAPER_A100", "PAPER_BATCH", "RATIOS", "best_images_per_s", "paired_section", "table7_section", "training_section"]

@@ -118,8 +118,9 @@ def render_report(paths: Sequence[Path | str], baseline: Sequence[Path | str] | 
 
 def _table7(runs: Sequence[Run]) -> list[str]:
     """The model-level section (Table 7 on this machine), when the runs have network benchmarks:
-    a row per network benchmark (its row, median and run label; GFLOP per image derived here),
-    rendered by the networks' own section (``harness.models.table7``)."""
+    a row per network benchmark (its row, median and run label; GFLOP per image derived here)
+    and the comparison rows (paired ratios), rendered by the networks' own section
+    (``harness.models.table7``)."""
     labels = run_labels(runs)
     rows = [
         {"kind": "model", **dataclasses.asdict(row), "gflop_per_image": row.flops / row.batch / 1e9,
@@ -132,11 +133,12 @@ def _table7(runs: Sequence[Run]) -> list[str]:
         for run in runs
         for row, stats in run.training_rows()
     ]  # fmt: skip
-    if not rows:
+    comparisons = [(labels[run.path], row) for run in runs for row in run.comparison_rows()]
+    if not rows and not comparisons:
         return []
     from harness.models.table7 import table7_section  # networks (and timm-like layers) only when needed
 
-    return table7_section(pd.DataFrame(rows))
+    return table7_section(pd.DataFrame(rows), comparisons)
 
 
 def write_report(paths: Sequence[Path | str], output: Path | str, baseline: Sequence[Path | str] | None = None,

@@ -10,7 +10,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.results import BenchmarkRow, NetworkRow, ResultFormatError, Row, RunRecord, TrainingRow, row_from_extra_info
+from harness.results import (BenchmarkRow, ComparisonRow, NetworkRow, ResultFormatError, Row, RunRecord, TrainingRow,
+                             row_from_extra_info)  # fmt: skip
 
 STATS = ("median", "iqr", "q1", "q3", "rounds")
 #: Two runs' peaks (FLOP/s or bytes/s) closer than this ratio are the same machine state.
@@ -62,6 +63,10 @@ class Run:
     def network_rows(self) -> list[tuple[NetworkRow, dict]]:
         """Each network benchmark's row with its timing statistics (the Table 7 section)."""
         return [(row, stats) for row, stats in self.all_rows() if isinstance(row, NetworkRow)]
+
+    def comparison_rows(self) -> list[ComparisonRow]:
+        """Each Table 7 comparison's row (its networks' per-round times and paired ratios)."""
+        return [row for row, _ in self.all_rows() if isinstance(row, ComparisonRow)]
 
     def training_rows(self) -> list[tuple[TrainingRow, dict]]:
         """Each network training step's row with its timing statistics (Table 7's training column)."""
