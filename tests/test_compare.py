@@ -188,7 +188,7 @@ def test_each_tier_has_a_comparison_per_sw_case_and_device():
     assert set(full) == {f"table7-cpu-{name}" for name in sw_cases}
     # SW-tiny with k = 5 has no merged form of its own in the suite: it is compared with the others only
     assert [o.computation for o in full["table7-cpu-sw_tiny-k5-b1"].others] == ["slak_tiny", "unireplknet_tiny"]
-    assert full["table7-cpu-sw_small-b64"].rounds == 10 and full["table7-cpu-sw_small-b1"].rounds == 20
+    assert [full[f"table7-cpu-sw_small-b{b}"].rounds for b in (1, 32, 64, 128)] == [20, 10, 6, 6]
     assert [(o.case.name) for o in full["table7-cpu-sw_small-b64"].others] == ["sw_small_rep-b64", "slak_small-b64", "unireplknet_small-b64"]
 
 
