@@ -303,6 +303,8 @@ class Session:
     gpu_graph: bool = False
     time_limit: float | None = BENCH_TIMEOUT
     _peaks: dict[str, machine.Peaks] = field(default_factory=dict)
+    #: item id -> the failures of its parts (``part_failed``), which its reproducer reruns too
+    _parts: dict[str, list[Failure]] = field(default_factory=dict)
 
     def peaks(self, device: str) -> machine.Peaks:
         """The device's roofline peaks: those probed at the start of the run (or as given)."""
@@ -332,16 +334,20 @@ class Session:
     def part_failed(self, item: Item, computation: str, case: str, error: BaseException) -> None:
         """Record the failure of one part of ``item`` (a network of a comparison), blamed on that
         part: the item goes on with the others."""
-        self.record.failures.append(Failure(computation, item.device, case, f"{type(error).__name__}: {error}", item.kind))
+        failure = Failure(computation, item.device, case, f"{type(error).__name__}: {error}", item.kind)
+        self.record.failures.append(failure)
+        self._parts.setdefault(item.id, []).append(failure)
 
     def reproduce(self, item: Item, command: str) -> None:
-        """Attach the command that reruns ``item`` alone to its failures (the plugin knows it)."""
+        """Attach the command that reruns ``item`` alone to its failures and its parts' (the plugin knows it)."""
+        parts = self._parts.get(item.id, [])
         self.record.failures[:] = [
             replace(f, reproducer=command)
-            if not f.reproducer and (f.computation, f.device, f.case, f.kind) == (item.computation, item.device, item.case_name or "", item.kind)
+            if not f.reproducer and ((f.computation, f.device, f.case, f.kind) == (item.computation, item.device, item.case_name or "", item.kind)
+                                     or f in parts)
             else f
             for f in self.record.failures
-        ]
+        ]  # fmt: skip
 
     def _ran(self, item: Item) -> None:
         if item.suite and item.suite not in self.record.suites:

@@ -215,12 +215,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call):
     """A benchmark item skipped here goes into the run's not-run list, with its reason; one
-    that failed gets the command that reruns it alone beside its failure."""
+    that failed, or one of whose parts failed (a network of a comparison), gets the command that
+    reruns it alone beside each failure."""
     report = yield
     bench_item = _item_of(item)
     if bench_item is not None and report.skipped and report.when == "setup":
         item.config.stash[_SESSION].skipped(bench_item)
-    elif bench_item is not None and report.failed and report.when == "call":
+    elif bench_item is not None and report.when == "call":
         item.config.stash[_SESSION].reproduce(bench_item, _reproducer(item, bench_item))
     return report
 

@@ -138,6 +138,9 @@ def test_one_network_that_fails_is_recorded_against_itself_and_the_others_are_co
     assert set(row.networks) == set(SERIES)  # nothing lost: the left-out networks are named in the row
     failures = {(f.computation, f.case, f.kind) for f in session.record.failures}
     assert failures == {("slak_tiny", "slak_tiny-b1", "comparison"), ("sw_tiny_rep", "sw_tiny_rep-b1", "comparison")}
+    session.reproduce(item(), "pytest --benchmark-only 'tests/test_model_benchmarks.py::test_table7_comparison[table7-cpu-sw_tiny-b1]'")
+    assert {f.reproducer for f in session.record.failures} == {
+        "pytest --benchmark-only 'tests/test_model_benchmarks.py::test_table7_comparison[table7-cpu-sw_tiny-b1]'"}  # fmt: skip
     text = "\n".join(paired_section([row]))
     assert "slak_tiny failed, not compared: ModelMismatch: SW layer 3 exceeds the bound" in text
 
