@@ -30,7 +30,7 @@ from harness.eligibility import Purpose
 from harness.models import bench
 from harness.models.bench import ModelRun
 from harness.models.layers import REFERENCE, resolve_impl
-from harness.models.networks import network_info
+from harness.models.networks import NETWORKS, network_info
 from harness.models.table7 import RATIOS
 from harness.paired import Rounds, paired_ratio
 from harness.results import ComparisonRow, PairedRatioEntry
@@ -41,9 +41,9 @@ class NothingToCompare(RuntimeError):
 
 
 def partners(network: str) -> tuple[str, ...]:
-    """The networks Table 7 compares SW network ``network`` with: its merged form first, then
-    those of ``table7.RATIOS``."""
-    return (f"{network}_rep", *(other for top, other in RATIOS if top == network))
+    """The networks Table 7 compares SW network ``network`` with: its merged form first (where
+    there is one), then those of ``table7.RATIOS``."""
+    return tuple(name for name in (f"{network}_rep", *(other for top, other in RATIOS if top == network)) if name in NETWORKS)
 
 
 @dataclass(frozen=True)
