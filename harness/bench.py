@@ -112,10 +112,11 @@ def _synchronized(fn: Callable[[], object], device: torch.device) -> Callable[[]
 
 
 def outputs_equal(first: object, second: object) -> bool:
-    """Bitwise equality of two results (a tensor or a tuple of tensors)."""
-    first = first if isinstance(first, tuple) else (first,)
-    second = second if isinstance(second, tuple) else (second,)
-    return len(first) == len(second) and all(bitwise_equal(a, b) for a, b in zip(first, second))
+    """Bitwise equality of two results (a tensor or a tuple of results: a comparison's round)."""
+    if isinstance(first, tuple) or isinstance(second, tuple):
+        return (isinstance(first, tuple) and isinstance(second, tuple) and len(first) == len(second)
+                and all(outputs_equal(a, b) for a, b in zip(first, second)))  # fmt: skip
+    return bitwise_equal(first, second)
 
 
 @dataclass(frozen=True)
@@ -385,7 +386,11 @@ class Session:
         else:
             last = benchmark(prepared.run)
         if prepared.finish is not None:
-            row = prepared.finish(row)
+            try:
+                row = prepared.finish(row)
+            except Exception as error:
+                self._failed(item, error)
+                raise
             benchmark.extra_info.update(row.to_extra_info())
         if prepared.repeatable:
             row = row.with_determinism(outputs_equal(first, last))

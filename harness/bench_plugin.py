@@ -3,8 +3,8 @@ tests, loaded by the root conftest: the project's one ``pytest_generate_tests``.
 
 Command-line options select what is timed (``--suite``, ``--tier``, ``--bench-device``,
 ``--bench-dtype``) and the roofline's peaks (``--peak-gflops``, ``--peak-gbps`` override the
-probes). A test taking one of ``ITEM_FIXTURES`` (``layer_item``, ``network_item``,
-``comparison_item``, ``layer_training_item``, ``training_item``) runs once per
+probes). A test taking one of ``ITEM_FIXTURES`` (``layer_item``, ``layer_comparison_item``,
+``network_item``, ``comparison_item``, ``layer_training_item``, ``training_item``) runs once per
 benchmark item of that kind (``harness.bench.Item``) and calls ``bench_session.measure``; an
 item that cannot be timed here is a skipped test naming the reason. Tests taking ``impl`` and
 ``device`` run once per implementation and device.
@@ -54,6 +54,12 @@ def _comparison_items(selection: Selection) -> list[Item]:
     return comparison_items(selection)
 
 
+def _layer_comparison_items(selection: Selection) -> list[Item]:
+    from harness.layer_compare import layer_comparison_items
+
+    return layer_comparison_items(selection)
+
+
 def _training_items(selection: Selection) -> list[Item]:
     from harness.models.training import training_items
 
@@ -68,7 +74,8 @@ def _layer_training_items(selection: Selection) -> list[Item]:
 
 #: test fixture -> the items of that kind a run's selection asks for
 ITEM_FIXTURES: dict[str, Callable[[Selection], list[Item]]] = {
-    "layer_item": layer_items, "network_item": _network_items, "comparison_item": _comparison_items,
+    "layer_item": layer_items, "layer_comparison_item": _layer_comparison_items,
+    "network_item": _network_items, "comparison_item": _comparison_items,
     "layer_training_item": _layer_training_items, "training_item": _training_items,
 }  # fmt: skip
 

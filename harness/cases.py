@@ -80,8 +80,15 @@ class Case:
     sparsity: float = 0.0
     tier: str = "full"
     suite: str = ""
+    #: rounds of the interleaved comparison of the case's SW implementations with the PyTorch
+    #: ways (``harness.layer_compare``); 0: the case has none
+    compare_rounds: int = 0
 
     def __post_init__(self) -> None:
+        rounds = self.compare_rounds
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0 or rounds == 1:
+            raise ValueError(f"case {self.name!r}: compare_rounds must be 0 (no comparison) or an int >= 2 "
+                             f"(a ratio needs paired rounds), got {self.compare_rounds!r}")  # fmt: skip
         for field in ("batch", "height", "width"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

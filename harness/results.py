@@ -29,7 +29,7 @@ from harness.registry import Role
 
 SCHEMA = 3
 #: What a row's ``kind`` may be, and what a run's not-run entries and failures belong to.
-KINDS = ("layer", "network", "training", "comparison")
+KINDS = ("layer", "network", "training", "comparison", "layer_comparison")
 
 
 class ResultFormatError(ValueError):
@@ -171,10 +171,10 @@ class TrainingRow(_Row):
 
 @dataclass(frozen=True)
 class PairedRatioEntry:
-    """Images/s of ``numerator`` over images/s of ``denominator`` (> 1: the numerator is faster),
+    """The speed (images/s) of ``numerator`` over ``denominator``'s (> 1: the numerator is faster),
     from paired rounds (``harness.paired.paired_ratio`` of their times), with its interval."""
 
-    numerator: str  # a compared network's computation
+    numerator: str  # a compared network's or layer computation's name
     denominator: str
     ratio: float
     low: float
@@ -217,29 +217,83 @@ class ComparisonRow(_Row):
 
     def problems(self) -> list[str]:
         """What makes this row inconsistent (its times and ratios), empty if nothing."""
-        found = []
-        lengths = {len(t) for t in self.times.values()}
-        if len(lengths) > 1:
-            found.append(f"its networks' times have different numbers of rounds: {sorted(lengths)}")
-        for name in self.times:
-            if name not in self.networks:
-                found.append(f"times of {name!r}, which is not one of its networks")
+        return paired_problems(self.times, self.ratios, self.networks, "networks")
+
+
+@dataclass(frozen=True)
+class LayerComparisonRow(_Row):
+    """The SW implementations and the PyTorch ways of one layer case timed interleaved: each
+    timed round calls every compared computation once, in a fresh random order, so all see the
+    same load. ``ratios``: each implementation's speed over each PyTorch way's (t_way / t_impl
+    per round); ``fastest_way``: the PyTorch way with the least geometric-mean time over the
+    rounds. Checked when read: the ratios against the times, the fastest way against them."""
+
+    kind = "layer_comparison"
+    computation: str
+    case: str
+    suite: str
+    device: str
+    dtype: str
+    threads: int | None
+    batch: int
+    seed: int  # of the rounds' orders
+    #: computation -> its role (a harness.Role value), of every computation compared or meant to be
+    roles: dict[str, str]
+    verified: dict[str, str]
+    failed: dict[str, str]
+    not_run: dict[str, str]
+    #: computation -> seconds of its call in each timed round
+    times: dict[str, list[float]]
+    ratios: list[PairedRatioEntry]
+    fastest_way: str | None
+    deterministic: bool | None = None
+
+    def problems(self) -> list[str]:
+        found = paired_problems(self.times, self.ratios, self.roles, "computations")
+        ways = {name: float(np.mean(np.log(t))) for name, t in self.times.items()
+                if self.roles.get(name) == Role.PYTORCH_WAY.value and t}  # fmt: skip
+        if ways and self.fastest_way != min(ways, key=ways.get):
+            found.append(f"fastest_way {self.fastest_way!r} is not the PyTorch way of least time ({min(ways, key=ways.get)!r})")
         for entry in self.ratios:
-            a, b = self.times.get(entry.numerator), self.times.get(entry.denominator)
-            if a is None or b is None:
-                found.append(f"ratio {entry.numerator} / {entry.denominator}: no times of both")
-                continue
-            # images/s of the numerator over the denominator's = t_denominator / t_numerator per round
-            expected = float(np.exp(np.mean(np.log(np.asarray(b) / np.asarray(a))))) if len(a) == len(b) and a else float("nan")
-            if not (entry.rounds == len(a) and np.isclose(entry.ratio, expected, rtol=1e-9)
-                    and entry.low <= entry.ratio <= entry.high):  # fmt: skip
-                found.append(f"ratio {entry.numerator} / {entry.denominator} = {entry.ratio!r} over {entry.rounds} rounds "
-                             f"[{entry.low!r}, {entry.high!r}] does not follow from its times ({expected!r}, {len(a)} rounds)")  # fmt: skip
+            if self.roles.get(entry.denominator) != Role.PYTORCH_WAY.value:
+                found.append(f"ratio {entry.numerator} / {entry.denominator}: the denominator is not a PyTorch way")
         return found
 
+    def ratio(self, implementation: str, way: str | None = None) -> PairedRatioEntry | None:
+        """``implementation``'s paired speed over ``way`` (default: the fastest way), if compared."""
+        way = way or self.fastest_way
+        return next((e for e in self.ratios if (e.numerator, e.denominator) == (implementation, way)), None)
 
-ROW_TYPES: dict[str, type[_Row]] = {row.kind: row for row in (BenchmarkRow, NetworkRow, TrainingRow, ComparisonRow)}
-Row = BenchmarkRow | NetworkRow | TrainingRow | ComparisonRow
+
+def paired_problems(times: dict[str, list[float]], ratios: list[PairedRatioEntry], members: dict, what: str) -> list[str]:
+    """What makes paired rounds and their ratios inconsistent: unequal round counts, times of a
+    non-member, a ratio (t_denominator / t_numerator per round, geometric mean) that does not
+    follow from the times or lies outside its own interval."""
+    found = []
+    lengths = {len(t) for t in times.values()}
+    if len(lengths) > 1:
+        found.append(f"its {what}' times have different numbers of rounds: {sorted(lengths)}")
+    for name in times:
+        if name not in members:
+            found.append(f"times of {name!r}, which is not one of its {what}")
+    for entry in ratios:
+        a, b = times.get(entry.numerator), times.get(entry.denominator)
+        if a is None or b is None:
+            found.append(f"ratio {entry.numerator} / {entry.denominator}: no times of both")
+            continue
+        # speed of the numerator over the denominator's = t_denominator / t_numerator per round
+        expected = float(np.exp(np.mean(np.log(np.asarray(b) / np.asarray(a))))) if len(a) == len(b) and a else float("nan")
+        if not (entry.rounds == len(a) and np.isclose(entry.ratio, expected, rtol=1e-9)
+                and entry.low <= entry.ratio <= entry.high):  # fmt: skip
+            found.append(f"ratio {entry.numerator} / {entry.denominator} = {entry.ratio!r} over {entry.rounds} rounds "
+                         f"[{entry.low!r}, {entry.high!r}] does not follow from its times ({expected!r}, {len(a)} rounds)")  # fmt: skip
+    return found
+
+
+ROW_TYPES: dict[str, type[_Row]] = {
+    row.kind: row for row in (BenchmarkRow, NetworkRow, TrainingRow, ComparisonRow, LayerComparisonRow)
+}
+Row = BenchmarkRow | NetworkRow | TrainingRow | ComparisonRow | LayerComparisonRow
 
 
 def row_from_extra_info(info: object) -> Row:
@@ -264,7 +318,7 @@ def row_from_extra_info(info: object) -> Row:
     row = ROW_TYPES[kind]._read(info)
     if isinstance(row, BenchmarkRow) and row.role not in {role.value for role in Role}:
         raise ResultFormatError(f"extra_info role must be one of {[r.value for r in Role]}, got {row.role!r}")
-    if isinstance(row, ComparisonRow) and (problems := row.problems()):
+    if isinstance(row, (ComparisonRow, LayerComparisonRow)) and (problems := row.problems()):
         raise ResultFormatError(f"extra_info comparison {row.computation!r}: " + "; ".join(problems))
     return row
 

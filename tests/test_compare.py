@@ -7,7 +7,6 @@ import functools
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -56,10 +55,12 @@ class FakeClock:
 
 
 class FakeBenchmark:
-    """pytest-benchmark's pedantic mode as Session.measure uses it (its real clock: checked after timing)."""
+    """pytest-benchmark's pedantic mode as Session.measure uses it. No ``_timer``: a clock-patching
+    known-bad implementation loaded earlier in the same worker (tests/bad_impls) may have replaced
+    ``time.perf_counter``, and this fake would carry the replacement into the timer check."""
 
     def __init__(self):
-        self.extra_info, self.group, self.has_error, self._timer, self.calls = {}, None, False, time.perf_counter, 0
+        self.extra_info, self.group, self.has_error, self.calls = {}, None, False, 0
 
     def pedantic(self, target, rounds, iterations, warmup_rounds):
         assert iterations == 1 and warmup_rounds == 0

@@ -377,7 +377,8 @@ def test_summary_sets_the_fastest_implementation_against_the_fastest_pytorch_way
     assert cells[1:4] == ["c1", "numba_cpu", "4.00"]
     assert cells[5:7] == ["rep_merged", "8.00"] and cells[9] == "2.00"
     # roofline time of c1's useful work with PEAKS: max(2 MFLOP / 100 GFLOP/s, 0.4 MB / 10 GB/s) = 40 us
-    assert cells[4] == "1.00" and cells[10] == "200"  # 40 us / 4 ms; 8 ms / 40 us
+    assert cells[4] == "1.00" and cells[11] == "200"  # 40 us / 4 ms; 8 ms / 40 us
+    assert cells[10] == "—"  # no interleaved comparison in this run: no paired speedup
     # rep_merged executes 3 MFLOP: 30 us of compute, still memory-bound at 40 us
     assert cells[7] == cells[8] == "0.500"
     assert markdown.split("## Notes")[1].split("## Results")[0].strip() == "profile: conv 40%"

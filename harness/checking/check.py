@@ -152,7 +152,7 @@ def _guarded_call(impl: Implementation, x, weight, spec, earlier):
             got = impl(x, weight, spec)
     except (Exception, SystemExit) as error:  # an implementation's crash is a finding, recorded with its type
         return None, None, [("error", f"{type(error).__name__}: {error}")]
-    problems = [("tampering", f"during the call: {t.message()}") for t in _GUARD.tampered() if t.target not in known]
+    problems = [("tampering", f"during the call: {t.message()}") for t in _GUARD.tampered() if t.key not in known]
     problems += [("cheat", message) for message in integrity.output_problems(got, {"x": x, "weight": weight}, earlier)]
     if problems:
         return None, None, problems

@@ -145,6 +145,12 @@ class Tampering:
                 return True
         return False
 
+    @property
+    def key(self) -> tuple[str, Path | None]:
+        """What was replaced and by whose file: two files replacing one clock are two findings,
+        each blamed on its own file."""
+        return self.target, self.source
+
     def message(self) -> str:
         where = f" defined in {self.source}" if self.source else " (where it was defined is unknown)"
         return f"{self.target} was replaced by {self.replacement}{where}"
@@ -171,7 +177,7 @@ class Guard:
     that made one is blamed even when another's check found it first)."""
 
     originals: dict[tuple[object, str], object]
-    found: dict[str, Tampering] = field(default_factory=dict)
+    found: dict[tuple[str, Path | None], Tampering] = field(default_factory=dict)
 
     @classmethod
     def of(cls, *modules: types.ModuleType, names: Mapping[types.ModuleType, Sequence[str]] | None = None) -> Guard:
@@ -192,12 +198,14 @@ class Guard:
             now = getattr(owner, name, None)
             if now is not original:
                 target = f"{getattr(owner, '__name__', owner)}.{name}"
-                self.found.setdefault(target, Tampering(target, _describe(now), _source_of(now)))
+                found = Tampering(target, _describe(now), _source_of(now))
+                self.found.setdefault(found.key, found)
                 setattr(owner, name, original)
         for name in CLOCKS:  # a clock replaced before the guard was made is still not a builtin of time
             clock = getattr(time, name)
             if not (isinstance(clock, types.BuiltinFunctionType) and clock.__name__ == name and clock.__self__ is time):
-                self.found.setdefault(f"time.{name}", Tampering(f"time.{name}", _describe(clock), _source_of(clock)))
+                found = Tampering(f"time.{name}", _describe(clock), _source_of(clock))
+                self.found.setdefault(found.key, found)
         return list(self.found.values())
 
 
@@ -251,3 +259,4 @@ def _real_clock(clock: object) -> bool:
 
 #: The clocks as imported, before any implementation (see ``Guard``).
 _TIMING = timing_guard()
+

@@ -100,7 +100,7 @@ def render_report(paths: Sequence[Path | str], baseline: Sequence[Path | str] | 
     parts = [f"# {title or 'SW operator benchmarks'}", "## Runs", sections.runs_table(runs),
              "## Machines", sections.machines_section(runs)]  # fmt: skip
     if not frame.empty:
-        parts += ["## Summary", *sections.summary_section(frame)]
+        parts += ["## Summary", *sections.summary_section(frame, _layer_comparisons(runs))]
     parts += _table7(runs)
     if notes:
         parts += ["## Notes", notes.strip()]
@@ -114,6 +114,13 @@ def render_report(paths: Sequence[Path | str], baseline: Sequence[Path | str] | 
         parts += ["## Comparison with the baseline",
                   *sections.comparison_section(frame, results_frame(base_runs), runs, base_runs, noise_floor)]  # fmt: skip
     return Report("\n\n".join(parts) + "\n", figures)
+
+
+def _layer_comparisons(runs: Sequence[Run]) -> dict[tuple, object]:
+    """Each layer comparison row by (machine label, device, dtype, suite, case): the summary's key."""
+    labels = run_labels(runs)
+    return {(labels[run.path], row.device, row.dtype, row.suite, row.case): row
+            for run in runs for row in run.layer_comparison_rows()}  # fmt: skip
 
 
 def _table7(runs: Sequence[Run]) -> list[str]:

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.results import (BenchmarkRow, ComparisonRow, NetworkRow, ResultFormatError, Row, RunRecord, TrainingRow,
-                             row_from_extra_info)  # fmt: skip
+from harness.results import (BenchmarkRow, ComparisonRow, LayerComparisonRow, NetworkRow, ResultFormatError, Row, RunRecord,
+                             TrainingRow, row_from_extra_info)  # fmt: skip
 
 STATS = ("median", "iqr", "q1", "q3", "rounds")
 #: Two runs' peaks (FLOP/s or bytes/s) closer than this ratio are the same machine state.
@@ -67,6 +67,11 @@ class Run:
     def comparison_rows(self) -> list[ComparisonRow]:
         """Each Table 7 comparison's row (its networks' per-round times and paired ratios)."""
         return [row for row, _ in self.all_rows() if isinstance(row, ComparisonRow)]
+
+    def layer_comparison_rows(self) -> list[LayerComparisonRow]:
+        """Each layer case's interleaved comparison (its computations' per-round times and the
+        implementations' paired speedups over the PyTorch ways)."""
+        return [row for row, _ in self.all_rows() if isinstance(row, LayerComparisonRow)]
 
     def training_rows(self) -> list[tuple[TrainingRow, dict]]:
         """Each network training step's row with its timing statistics (Table 7's training column)."""

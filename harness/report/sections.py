@@ -9,6 +9,7 @@ import pandas as pd
 
 from harness.cudac.kernel_table import COLUMNS as KERNEL_COLUMNS
 from harness.registry import Role
+from harness.results import LayerComparisonRow
 from harness.report.format import ABOVE_ROOF, ABOVE_ROOF_NOTE, MISSING, number, pct_roofline, table
 from harness.report.frame import CASE_PARAMS, KEY, case_order, compare
 from harness.report.load import PEAKS_TOLERANCE, Kernels, Run, run_labels, same_peaks
@@ -39,7 +40,10 @@ SUMMARY_NOTE = (
     " declared a PyTorch way, named in the row). *% roofline* counts the SW operator's useful FLOPs for both (the"
     " same work); *its % roofline (executed)* counts the FLOPs the PyTorch way executes (its dense taps). *Roofline"
     " limit* is the most any implementation could gain over the PyTorch way: the PyTorch way's median over the"
-    " roofline time of the useful work."
+    " roofline time of the useful work. *Paired speedup* (where the run timed the case's interleaved comparison,"
+    " `harness/layer_compare.py`): the same implementation's speed over the fastest PyTorch way of those rounds"
+    " (named when it is not the one beside it), from rounds in which every computation ran once in a random order,"
+    " with its 95% bootstrap interval; it holds where the load drifts between items, which the ratio of medians does not."
 )
 
 
@@ -77,9 +81,20 @@ def machines_section(runs: Sequence[Run]) -> str:
     return table(pd.DataFrame(columns).rename_axis("").reset_index())
 
 
-def summary_section(frame: pd.DataFrame) -> list[str]:
-    """The fastest implementation per case against the fastest PyTorch way, with the roofline's limit."""
+def paired_cell(row: LayerComparisonRow | None, implementation: str, way: str) -> str:
+    """``implementation``'s paired speedup over the fastest way of the comparison's rounds, with its interval."""
+    entry = row.ratio(implementation) if row is not None else None
+    if entry is None:
+        return MISSING
+    named = "" if row.fastest_way == way else f" vs {row.fastest_way}"
+    return f"{number(entry.ratio)} [{number(entry.low)}, {number(entry.high)}]{named}"
+
+
+def summary_section(frame: pd.DataFrame, paired: dict[tuple, LayerComparisonRow] | None = None) -> list[str]:
+    """The fastest implementation per case against the fastest PyTorch way, with the roofline's
+    limit; ``paired``: the layer comparisons by (machine, device, dtype, suite, case)."""
     key = ["machine", "device", "dtype", "suite", "case"]
+    paired = paired or {}
     rows, impossible = [], []
     for values, group in frame.groupby(key, sort=False):
         mine = group[group["role"] == Role.IMPLEMENTATION.value]
@@ -104,6 +119,7 @@ def summary_section(frame: pd.DataFrame) -> list[str]:
             "its % roofline (useful)": pct_roofline(way["useful_pct_roofline"]),
             "its % roofline (executed)": pct_roofline(way["pct_roofline"]),
             "speedup": number(way["median_s"] / best["median_s"]),
+            "paired speedup [95%]": paired_cell(paired.get(tuple(values)), best["computation"], way["computation"]),
             "roofline limit": number(way["median_s"] / best["useful_roofline_s"]) if best["useful_roofline_s"] else MISSING,
         })  # fmt: skip
     if impossible:
