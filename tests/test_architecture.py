@@ -17,7 +17,7 @@ LAYERS = {
     "harness.checking": 4, "harness.cudac.sanitizers": 4,
     "harness.peers": 5, "harness.machine": 5, "harness.results": 5, "harness.gputime": 5, "harness.paired": 5,
     "harness.bench": 6,
-    "harness.models": 7,
+    "harness.models": 7, "harness.layer_compare": 7,
     "harness.report": 8, "harness.gpuday": 8, "harness.cluster": 8, "harness.bench_plugin": 8,
     "harness.cli": 9,
 }  # fmt: skip
