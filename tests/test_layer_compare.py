@@ -20,26 +20,11 @@ from harness.layer_compare import LayerComparisonItem, NothingToCompare, layer_c
 from harness.registry import Role
 from harness.report import render_report
 from harness.results import LayerComparisonRow, ResultFormatError, RunRecord, row_from_extra_info
+from tests.test_compare import FakeBenchmark
 
 BAD_IMPLS = Path(__file__).parent / "bad_impls"
 ROUNDS = 4
 CASE = Case("t", 7, 3, 4, 2, 1, 8, 9, tables="random", seed=3, sparsity=0.3, suite="unit", compare_rounds=ROUNDS)
-
-
-class FakeBenchmark:
-    """pytest-benchmark's pedantic mode as Session.measure uses it. No ``_timer``: a clock-patching
-    known-bad implementation loaded earlier in the same worker (tests/bad_impls) may have replaced
-    ``time.perf_counter``, and this fake would carry the replacement into the timer check."""
-
-    def __init__(self):
-        self.extra_info, self.group, self.has_error, self.calls = {}, None, False, 0
-
-    def pedantic(self, target, rounds, iterations, warmup_rounds):
-        assert iterations == 1 and warmup_rounds == 0
-        for _ in range(rounds):
-            result = target()
-            self.calls += 1
-        return result
 
 
 def members(*names: str, extra: dict | None = None) -> tuple[Computation, ...]:
