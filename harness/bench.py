@@ -8,8 +8,10 @@ made here (``layer_items``): every implementation from ``impls/`` and every peer
 ``Computation`` with its declared role; network and training items by ``harness.models.bench``.
 An implementation's output must match the reference within the error bound before it is timed
 (timing a wrong answer is meaningless); a PyTorch way is held to the bound of its form (its
-three branches, or their sum: ``harness.reference.summed_bound``); another operator to its own
-float64 evaluation (``harness.peers.checked_convs``).
+three branches, or their sum, or a deployed layer's sum with the identity:
+``harness.reference.summed_bound``); another operator to its own float64 evaluation
+(``harness.peers.checked_convs``). The float64 evaluations go through a ``References``: each is
+computed once per input bits however often it is checked, and shared by the items given the same one.
 
 ``Session`` runs one benchmark (``Session.measure``: prepare, verify, time, record) and keeps
 the run's record beside the timings (``harness.results.RunRecord``: failures, what was not run
@@ -28,11 +30,10 @@ import torch
 from harness import eligibility, gputime, machine, timelimit
 from harness.cases import Case, Tier, load_cases
 from harness.eligibility import Purpose
-from harness.checking import (CheckCase, bitwise_equal, compare_with_reference, describe_mismatch, expected_result,
+from harness.checking import (CheckCase, References, bitwise_equal, compare_with_reference, describe_mismatch,
                               integrity, make_inputs)  # fmt: skip
-from harness.peers import Peer, peers
+from harness.peers import Peer, PreparedPeer, peers
 from harness.perf import Workload, useful_flops
-from harness.reference import summed_bound
 from harness.registry import Implementation, Role, implementations
 from harness.results import BenchmarkRow, Failure, NotRun, Row, RunRecord
 from harness.traffic import compulsory_bytes
@@ -148,9 +149,12 @@ class Computation:
     def execution_mode(self, device: str) -> str:
         return self.implementation.execution_mode(device) if self.implementation else f"torch on {device}"
 
-    def prepare(self, case: Case, dtype: torch.dtype, device: str) -> Prepared:
-        """The verified call of this computation on ``case`` and its row."""
+    def prepare(self, case: Case, dtype: torch.dtype, device: str, references: References | None = None) -> Prepared:
+        """The verified call of this computation on ``case`` and its row; its checks' float64
+        evaluations come from ``references`` (shared by the callers that pass the same one; a
+        new one for this call's repeated checks by default)."""
         device = torch.device(device)
+        references = references if references is not None else References()
         dtype_name = str(dtype).removeprefix("torch.")
         inputs = make_inputs(CheckCase(case, dtype_name, "float", device=str(device)), nan_pruned=True)
         x, weight, spec = inputs.x, inputs.weight, case.spec()
@@ -169,7 +173,7 @@ class Computation:
             prepared = self.peer.prepare(case, x, weight)
             workload = Workload(case.batch, prepared.flops, prepared.compulsory_bytes, None)
             return Prepared(
-                _synchronized(prepared.run, device), self._peer_verify(case, x, weight, dtype, prepared.verify),
+                _synchronized(prepared.run, device), self._peer_verify(case, x, weight, dtype, prepared, references),
                 lambda verified: row(verified, workload, prepared.setup_seconds), prepared.setup_seconds,
             )  # fmt: skip
 
@@ -183,7 +187,7 @@ class Computation:
                 return impl(x, weight, spec)
 
         def verify(result: object) -> str:
-            problems = compare_with_reference(result, expected_result(x, weight, spec, exact=False), dtype)
+            problems = compare_with_reference(result, references.expected(x, weight, spec, exact=False), dtype)
             if problems:
                 raise ResultMismatch(f"{self.name} on {case.name}: " + "; ".join(problems))
             return "matches the reference within the error bound"
@@ -192,25 +196,31 @@ class Computation:
                         inputs=(x, weight), source=impl.source)  # fmt: skip
 
     def _peer_verify(self, case: Case, x: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype,
-                     own: Callable[[object], str] | None) -> Callable[[object], str]:  # fmt: skip
+                     prepared: PreparedPeer, references: References) -> Callable[[object], str]:  # fmt: skip
         """A PyTorch way against the SW reference with the bound of its form: its three branches
-        within ``error_bound``, or their sum (one output) within ``summed_bound``; another
-        operator by its own check (``PreparedPeer.verify``)."""
-        if own is not None:
-            return own
+        within ``error_bound``, their sum (one output) within ``summed_bound``, or a deployed
+        form's h + v + i + x within ``summed_bound(..., residual=True)``; another operator by its
+        own check (``PreparedPeer.verify``)."""
+        if prepared.verify is not None:
+            return prepared.verify
         if self.role is not Role.PYTORCH_WAY:
             raise ValueError(f"peer {self.name}: another operator must check its own result (PreparedPeer.verify)")
         spec = case.spec()
 
         def verify(result: object) -> str:
-            expected = expected_result(x, weight, spec, exact=False)
             outputs = result if isinstance(result, tuple) else (result,)
-            if len(outputs) == 3:
-                problems = compare_with_reference(outputs, expected, dtype)
+            if prepared.residual_sum:
+                if len(outputs) != 1:
+                    raise ResultMismatch(f"{self.name} on {case.name}: a deployed form returns one output (h + v + i + x), got {len(outputs)}")
+                expected, bound = references.residual_sum(x, weight, spec)
+                message = describe_mismatch(outputs[0], expected, bound, dtype)
+                problems, what = ([f"h + v + i + x: {message}"] if message else []), "h + v + i + x matches the reference within its error bound"
+            elif len(outputs) == 3:
+                problems = compare_with_reference(outputs, references.expected(x, weight, spec, exact=False), dtype)
                 what = "matches the reference within the error bound"
             elif len(outputs) == 1:
-                bound = summed_bound(x.double(), weight.double(), spec, dtype)
-                message = describe_mismatch(outputs[0], sum(expected.branches), bound, dtype)
+                message = describe_mismatch(outputs[0], sum(references.expected(x, weight, spec, exact=False).branches),
+                                            references.summed(x, weight, spec), dtype)  # fmt: skip
                 problems, what = ([f"the branches' sum: {message}"] if message else []), "the branches' sum matches the reference within its error bound"
             else:
                 problems, what = [f"expected the three branches or their sum, got {len(outputs)} outputs"], ""
@@ -263,7 +273,7 @@ class LayerItem:
         return f"{self.computation}-{self.device}{tail}"
 
     def prepare(self, session: Session) -> Prepared:
-        return self.computation_.prepare(self.case, session.dtype, self.device)
+        return self.computation_.prepare(self.case, session.dtype, self.device, session.references)
 
 
 def layer_cases(selection: Selection) -> list[Case]:
@@ -274,21 +284,24 @@ def layer_cases(selection: Selection) -> list[Case]:
 
 
 def layer_items(selection: Selection) -> list[LayerItem]:
-    """Every computation on every selected layer case and device; one that cannot be timed here
-    is one skipped item per (computation, device), with the reason."""
-    cases, items = layer_cases(selection), []
+    """Every computation on every selected layer case and device, case by case (a case's
+    computations run one after another: they share its float64 reference, ``Session.references``,
+    and see the same machine); one that cannot be timed here is one skipped item per
+    (computation, device), with the reason, first."""
+    cases = layer_cases(selection)
     if not cases:
         return []
+    skipped, timed = [], []
     for computation in computations():
         for device in selection.devices:
             if device not in computation.devices:
                 continue
             reason = computation.not_benchmarked_reason(device, selection.tier, selection.dtype)
             if reason is not None:
-                items.append(LayerItem(computation, device, None, reason))
-                continue
-            items += [LayerItem(computation, device, case) for case in cases]
-    return items
+                skipped.append(LayerItem(computation, device, None, reason))
+            else:
+                timed.append((computation, device))
+    return skipped + [LayerItem(computation, device, case) for case in cases for computation, device in timed]
 
 
 @dataclass
@@ -303,6 +316,8 @@ class Session:
     l2_flush: bool = False
     gpu_graph: bool = False
     time_limit: float | None = BENCH_TIMEOUT
+    #: the float64 evaluations the verifications share (the items of a case run one after another)
+    references: References = field(default_factory=lambda: References(size=6))
     _peaks: dict[str, machine.Peaks] = field(default_factory=dict)
     #: item id -> the failures of its parts (``part_failed``), which its reproducer reruns too
     _parts: dict[str, list[Failure]] = field(default_factory=dict)

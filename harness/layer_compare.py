@@ -81,7 +81,7 @@ class LayerComparisonItem:
         prepared, verified, failed = {}, {}, {}
         for member in self.members:
             try:
-                ready = member.prepare(self.case, session.dtype, self.device)
+                ready = member.prepare(self.case, session.dtype, self.device, session.references)  # one float64 reference for all
                 first = ready.run()  # its warm-up and verified first call, as Session.measure makes them
                 verified[member.name] = ready.verify(first)
             except Exception as error:  # that computation is left out, the others are compared

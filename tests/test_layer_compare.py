@@ -140,3 +140,12 @@ def test_the_summary_shows_the_paired_speedup_with_its_interval(tmp_path):
     from harness.report.format import number
 
     assert f"{number(entry.ratio)} [{number(entry.low)}, {number(entry.high)}]" in line
+
+
+def test_the_members_share_one_float64_reference():
+    """Every member draws the case's seeded inputs: the comparison evaluates the reference once
+    for them all (and once for the -x probe after the rounds), not once per member and check."""
+    item = LayerComparisonItem(CASE, "cpu", members("numba_cpu", "torch_roll", "rep_merged", "rep_merged_cl", "rep_cross"))
+    _, session, _ = measure(item)
+    assert not session.record.failures
+    assert session.references.evaluations == 3  # the branches with their bound, the -x probe's, the one-output sum's bound

@@ -23,7 +23,7 @@ from harness.checking.check import (
     assert_matches_reference,
     check,
 )
-from harness.checking.compare import Expected, bitwise_equal, compare_with_reference, describe_mismatch, expected_result
+from harness.checking.compare import Expected, References, bitwise_equal, compare_with_reference, describe_mismatch, expected_result
 from harness.checking.inputs import DTYPES, LAYOUTS, MODES, CheckCase, make_inputs
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "CheckSkipped",
     "Failure",
     "MismatchError",
+    "References",
     "assert_matches_reference",
     "bitwise_equal",
     "check",
