@@ -129,6 +129,9 @@ class Computation:
     description: str
     implementation: Implementation | None = None
     peer: Peer | None = None
+    #: the implementation's whole deployed layer (``Implementation.deployed``) as a layer
+    #: computation, not its operator: one output h + v + i + x, like the deployed PyTorch forms
+    deployed: bool = False
 
     @property
     def baseline(self) -> bool:
@@ -178,6 +181,8 @@ class Computation:
             )  # fmt: skip
 
         impl = self.implementation
+        if self.deployed:
+            return self._prepare_deployed(case, x, weight, references, row)
         traffic = impl.traffic(spec, case.input_shape, x.element_size()) if impl.traffic else None
         flops = useful_flops(spec, case.input_shape)
         workload = Workload(case.batch, flops, compulsory_bytes(spec, case.input_shape, x.element_size()), traffic)
@@ -193,6 +198,39 @@ class Computation:
             return "matches the reference within the error bound"
 
         return Prepared(_synchronized(run, device), verify, lambda verified: row(verified, workload, None),
+                        inputs=(x, weight), source=impl.source)  # fmt: skip
+
+    def _prepare_deployed(self, case: Case, x: torch.Tensor, weight: torch.Tensor, references: References,
+                          row: Callable[[str, Workload, float | None], BenchmarkRow]) -> Prepared:  # fmt: skip
+        """The implementation's deployed layer on a layer case: every channel a rep channel, no
+        ghost channels, the folded branch scales and the following BatchNorm the identity (ones,
+        zero bias and shift; folding real ones changes values, not work, as for the deployed
+        PyTorch forms), so its one output is h + v + i + x, checked within that sum's bound.
+        x is channels_last, as a deployed network hands it over (converted once, not timed)."""
+        spec, impl = case.spec(), self.implementation
+        x = x.contiguous(memory_format=torch.channels_last)
+        channels = spec.channels
+        ones, zeros = x.new_ones(channels), x.new_zeros(channels)
+        rep, ghost = torch.arange(channels, device=x.device), torch.empty(0, dtype=torch.long, device=x.device)
+        branch_scale = x.new_ones(3, channels)
+
+        def run() -> object:
+            with torch.no_grad():
+                return impl.deployed(x, weight, spec, branch_scale, zeros, ones, zeros, rep, ghost)
+
+        def verify(result: object) -> str:
+            if not isinstance(result, torch.Tensor) or result.shape != x.shape or result.dtype != x.dtype:
+                got = f"{tuple(result.shape)} {result.dtype}" if isinstance(result, torch.Tensor) else type(result).__name__
+                raise ResultMismatch(f"{self.name} on {case.name}: expected one {tuple(x.shape)} {x.dtype} output (h + v + i + x), got {got}")
+            expected, bound = references.residual_sum(x, weight, spec)  # of x as it is now (the probes refill it)
+            if message := describe_mismatch(result, expected, bound, x.dtype):
+                raise ResultMismatch(f"{self.name} on {case.name}: h + v + i + x: {message}")
+            return "h + v + i + x matches the reference within its error bound"
+
+        item = x.element_size()
+        compulsory = item * (2 * x.numel() + weight.numel() + 6 * channels)  # x in, the output out, the parameters
+        workload = Workload(case.batch, useful_flops(spec, case.input_shape), compulsory, None)
+        return Prepared(_synchronized(run, x.device), verify, lambda verified: row(verified, workload, None),
                         inputs=(x, weight), source=impl.source)  # fmt: skip
 
     def _peer_verify(self, case: Case, x: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype,
@@ -231,12 +269,19 @@ class Computation:
         return verify
 
 
+#: the name of an implementation's deployed layer as a layer computation (``Computation.deployed``)
+DEPLOYED_SUFFIX = "+deployed"
+
+
 def computations() -> list[Computation]:
-    """Every implementation in impls/ and every peer, implementations first, by name."""
-    found = [
-        Computation(name, impl.role, impl.description, implementation=impl)
-        for name, impl in sorted(implementations().items())
-    ]
+    """Every implementation in impls/ (and, beside one that provides it, its deployed layer:
+    ``<name>+deployed``) and every peer, implementations first, by name."""
+    found = []
+    for name, impl in sorted(implementations().items()):
+        found.append(Computation(name, impl.role, impl.description, implementation=impl))
+        if impl.deployed is not None:
+            found.append(Computation(name + DEPLOYED_SUFFIX, impl.role, f"{name}'s deployed layer in one pass (h + v + i + x)",
+                                     implementation=impl, deployed=True))  # fmt: skip
     found += [Computation(name, peer.role, peer.description, peer=peer) for name, peer in peers().items()]
     return found
 

@@ -149,3 +149,26 @@ def test_the_members_share_one_float64_reference():
     _, session, _ = measure(item)
     assert not session.record.failures
     assert session.references.evaluations == 3  # the branches with their bound, the -x probe's, the one-output sum's bound
+
+
+def _deployed_without_residual(x, weight, spec, branch_scale, branch_bias, out_scale, out_shift, rep, ghost):
+    """A deployed layer that forgets the identity residual: h + v + i, not h + v + i + x."""
+    from harness.reference import reference_forward
+
+    return sum(reference_forward(x, weight, spec)).contiguous(memory_format=torch.channels_last)
+
+
+def test_an_implementations_deployed_layer_is_compared_with_the_deployed_pytorch_forms():
+    """``numba_cpu+deployed`` (its whole deployed layer, one output h + v + i + x) is timed
+    against the deployed PyTorch forms like with like; a deployed layer that drops the residual is
+    refused by the same check and blamed alone."""
+    (deployed,) = members("numba_cpu+deployed")
+    assert deployed.deployed and deployed.implementation.name == "numba_cpu"
+    wrong = dataclasses.replace(deployed, name="no_residual+deployed",
+                                implementation=dataclasses.replace(deployed.implementation, deployed=_deployed_without_residual))  # fmt: skip
+    item = LayerComparisonItem(CASE, "cpu", (deployed, wrong, *members("deployed_merged", "deployed_merged_cl")))
+    row, session, _ = measure(item)
+    assert [f.computation for f in session.record.failures] == ["no_residual+deployed"]
+    assert "h + v + i + x" in row.failed["no_residual+deployed"]
+    assert row.verified["numba_cpu+deployed"] == "h + v + i + x matches the reference within its error bound"
+    assert {(e.numerator, e.denominator) for e in row.ratios} == {("numba_cpu+deployed", w) for w in ("deployed_merged", "deployed_merged_cl")}
