@@ -138,6 +138,11 @@ class Computation:
         return self.peer is not None and self.peer.baseline
 
     @property
+    def form(self) -> str:
+        """What it computes (``FORMS``): a deployed layer's one output, or the operator's."""
+        return "deployed" if self.deployed or (self.peer is not None and self.peer.deployed) else "operator"
+
+    @property
     def devices(self) -> tuple[str, ...]:
         return self.implementation.devices if self.implementation else ("cpu", "cuda")
 
@@ -169,7 +174,7 @@ class Computation:
                 threads=torch.get_num_threads() if device.type == "cpu" else None, dtype=dtype_name,
                 useful_flops=useful_flops(spec, case.input_shape), flops=workload.flops,
                 compulsory_bytes=workload.compulsory_bytes, traffic_bytes=workload.traffic_bytes,
-                setup_seconds=setup_seconds, verified=verified,
+                setup_seconds=setup_seconds, verified=verified, form=self.form,
             )  # fmt: skip
 
         if self.peer is not None:
@@ -268,6 +273,11 @@ class Computation:
 
         return verify
 
+
+#: what a layer computation computes: the SW operator (three branches, or their sum), or a
+#: deployed layer (one output h + v + i + x, the identity residual folded in). Speed is compared
+#: within a form: a deployed layer against the deployed PyTorch forms, the operator against the rest.
+FORMS = ("operator", "deployed")
 
 #: the name of an implementation's deployed layer as a layer computation (``Computation.deployed``)
 DEPLOYED_SUFFIX = "+deployed"

@@ -7,7 +7,9 @@ of independent medians. A comparison item takes every computation a case's layer
 on a device (the SW implementations and the PyTorch ways; lower precision and other operators
 are context, not compared), each prepared and verified exactly as its own layer item is
 (``Computation.prepare``); one whose preparation or verification fails is recorded against
-itself and left out. One timed round (``harness.paired.Rounds``) calls every compared
+itself and left out. Computations of one form are compared (``harness.bench.FORMS``): an
+implementation's deployed layer (``<name>+deployed``, one output h + v + i + x) against the
+deployed PyTorch forms, its operator against the other PyTorch ways. One timed round (``harness.paired.Rounds``) calls every compared
 computation once, in a fresh random order seeded by the case; pytest-benchmark times
 ``compare_rounds`` rounds (the case's field: ``cases/*.toml`` says why). The row
 (``harness.results.LayerComparisonRow``) keeps every computation's per-round times, the
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from harness.bench import Computation, Prepared, Selection, computations, layer_cases
+from harness.bench import FORMS, Computation, Prepared, Selection, computations, layer_cases
 from harness.cases import Case
 from harness.checking import integrity
 from harness.paired import Rounds, paired_ratio
@@ -48,10 +50,14 @@ class LayerComparisonItem:
 
     case: Case
     device: str
-    members: tuple[Computation, ...]  # implementations first, then the PyTorch ways, by name
+    members: tuple[Computation, ...]  # implementations first, then the PyTorch ways, by name; all of one form
     skip: str | None = None
+    form: str = "operator"  # harness.bench.FORMS: what the members compute
     kind = "layer_comparison"
-    computation = "interleaved"
+
+    @property
+    def computation(self) -> str:
+        return "interleaved" if self.form == "operator" else f"interleaved_{self.form}"
 
     @property
     def case_name(self) -> str:
@@ -63,11 +69,11 @@ class LayerComparisonItem:
 
     @property
     def group(self) -> str:
-        return f"{self.suite}/{self.case_name}/interleaved"
+        return f"{self.suite}/{self.case_name}/{self.computation}"
 
     @property
     def id(self) -> str:  # no implementation's name in it: a -k that picks one implementation leaves it out
-        return f"interleaved-{self.device}-{self.suite}-{self.case_name}"
+        return f"{self.computation.replace('_', '-')}-{self.device}-{self.suite}-{self.case_name}"
 
     @property
     def rounds(self) -> int:
@@ -128,7 +134,7 @@ class LayerComparisonItem:
                 computation=self.computation, case=self.case_name, suite=self.suite, device=self.device,
                 dtype=str(session.dtype).removeprefix("torch."), threads=torch.get_num_threads() if self.device == "cpu" else None,
                 batch=self.case.batch, seed=self.case.seed, roles=roles, verified=verified, failed=failed, not_run={},
-                times={}, ratios=[], fastest_way=None,
+                times={}, ratios=[], fastest_way=None, form=self.form,
             )  # fmt: skip
 
         def finish(done: LayerComparisonRow) -> LayerComparisonRow:
@@ -157,17 +163,22 @@ class LayerComparisonItem:
 
 
 def layer_comparison_items(selection: Selection) -> list[LayerComparisonItem]:
-    """A comparison per selected layer case with ``compare_rounds`` and per device, of the
-    computations its layer items time there (``COMPARED`` roles); a case with no implementation
-    or no PyTorch way timed on a device gives none there (the layer items say why)."""
+    """A comparison per selected layer case with ``compare_rounds``, per device and per form
+    (``harness.bench.FORMS``: the operator's implementations against the PyTorch ways that compute
+    the operator, the implementations' deployed layers against the deployed PyTorch forms), of
+    the computations its layer items time there (``COMPARED`` roles); a form with no
+    implementation or no PyTorch way timed on a device gives none there (the layer items say why)."""
     members = [c for c in computations() if c.role in COMPARED]
     items = []
     for device in selection.devices:
-        here = [c for c in members if device in c.devices and c.not_benchmarked_reason(device, selection.tier, selection.dtype) is None]
-        here.sort(key=lambda c: (c.role is not Role.IMPLEMENTATION, c.name))
-        if not any(c.role is Role.IMPLEMENTATION for c in here) or not any(c.role is Role.PYTORCH_WAY for c in here):
-            continue
-        items += [LayerComparisonItem(case, device, tuple(here)) for case in layer_cases(selection) if case.compare_rounds]
+        for form in FORMS:
+            here = [c for c in members if c.form == form and device in c.devices
+                    and c.not_benchmarked_reason(device, selection.tier, selection.dtype) is None]  # fmt: skip
+            here.sort(key=lambda c: (c.role is not Role.IMPLEMENTATION, c.name))
+            if not any(c.role is Role.IMPLEMENTATION for c in here) or not any(c.role is Role.PYTORCH_WAY for c in here):
+                continue
+            items += [LayerComparisonItem(case, device, tuple(here), form=form)
+                      for case in layer_cases(selection) if case.compare_rounds]  # fmt: skip
     return items
 
 

@@ -85,6 +85,9 @@ class Peer:
     unavailable: Callable[[str], str | None] = lambda device: None
     #: its ``prepare`` runs torch.compile (seconds to a minute per shape: the GPU day times it last)
     compiled: bool = False
+    #: a deployed layer's form (one output h + v + i + x): compared with the implementations'
+    #: deployed layers, not with their operators
+    deployed: bool = False
 
 
 def _depthwise(x: torch.Tensor, kernel: torch.Tensor, padding: tuple[int, int, int, int]) -> torch.Tensor:
@@ -434,10 +437,10 @@ def peers() -> dict[str, Peer]:
         Peer("rep_cross", "one depthwise conv with the summed cross-shaped (2R+1)^2 kernel (the branches' sum)",
              way, _rep_cross, tier="full", tier_reason="a dense (2R+1)^2 kernel: 0.55 s a call at SW-tiny stage 1, B=4, on a 2-core CPU"),
         Peer("deployed_merged", "deployed merged form, NCHW: 2 depthwise convs (identity kernel, residual and branch scales "
-             "folded into the centred strips, bias in the first) and an add: h + v + i + x", way, _deployed("nchw")),
+             "folded into the centred strips, bias in the first) and an add: h + v + i + x", way, _deployed("nchw"), deployed=True),
         Peer("deployed_merged_cl", "deployed merged form, channels_last: 2 depthwise convs (identity kernel, residual and "
              "branch scales folded into the centred strips, bias in the first) and an add: h + v + i + x",
-             way, _deployed("channels_last")),
+             way, _deployed("channels_last"), deployed=True),
         Peer("rep_merged_cl_bf16", "LOWER PRECISION (bfloat16, context, not the FP32 operator): the 3 merged convs, "
              "channels_last, centred strips, x and kernels in bfloat16", low, _lower_precision(torch.bfloat16),
              tier="full", tier_reason=_LOWER_PRECISION),

@@ -109,6 +109,9 @@ class BenchmarkRow(_Row):
     passes: str = "forward"
     #: of a forward+backward: whose backward ran (an implementation's own, "reference", "autograd")
     backward: str | None = None
+    #: "operator": the SW operator's three branches (or their sum); "deployed": a deployed layer's
+    #: one output h + v + i + x (``harness.bench.FORMS``). The summary compares within a form.
+    form: str = "operator"
 
     @classmethod
     def for_case(cls, case: Case, **values) -> BenchmarkRow:
@@ -247,6 +250,7 @@ class LayerComparisonRow(_Row):
     ratios: list[PairedRatioEntry]
     fastest_way: str | None
     deterministic: bool | None = None
+    form: str = "operator"  # what its computations compute, as ``BenchmarkRow.form``
 
     def problems(self) -> list[str]:
         found = paired_problems(self.times, self.ratios, self.roles, "computations")

@@ -94,7 +94,11 @@ def test_without_a_pytorch_way_left_there_is_nothing_to_compare(tmp_path):
 def test_the_items_are_the_cases_with_compare_rounds_and_their_timed_implementations_and_ways():
     items = layer_comparison_items(Selection(("sw_tiny", "sweep_groups"), "quick", ("cpu",), torch.float32))
     assert {i.case.suite for i in items} == {"sw_tiny"}  # sweep_groups' cases have no compare_rounds
-    assert len(items) == 12 and len({i.case.name for i in items}) == 12  # SW-tiny's quick cases, one item each
+    assert len(items) == 24 and len({(i.case.name, i.form) for i in items}) == 24  # SW-tiny's quick cases, one item per form
+    for item in items:  # like with like: a form's members all compute it
+        assert {m.form for m in item.members} == {item.form}
+    deployed = {m.name for m in items[-1].members}
+    assert items[-1].form == "deployed" and deployed == {"numba_cpu+deployed", "deployed_merged", "deployed_merged_cl"}
     names = {m.name: m.role for m in items[0].members}
     assert names["numba_cpu"] is Role.IMPLEMENTATION and names["rep_merged_cl"] is Role.PYTORCH_WAY
     assert not {"slak_strips", "unireplknet_13x13", "rep_merged_cl_bf16", "compiled_rep_merged"} & set(names)  # context / full tier
@@ -126,20 +130,26 @@ def test_the_summary_shows_the_paired_speedup_with_its_interval(tmp_path):
     import sys
 
     out = tmp_path / "run.json"
-    command = [sys.executable, "-m", "pytest", "--benchmark-only", "--suite", "sw_tiny", "-k", "tiny-s4-sp0.3 and (numba_cpu or rep_merged_cl or interleaved)",
+    command = [sys.executable, "-m", "pytest", "--benchmark-only", "--suite", "sw_tiny", "-k", "tiny-s4-sp0.3 and (numba_cpu or rep_merged_cl or deployed_merged_cl or interleaved)",
                "-p", "no:randomly", "-q", "-n", "0", f"--benchmark-json={out}", "tests/test_benchmarks.py"]  # fmt: skip
     done = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     data = json.loads(out.read_text())
-    (row,) = [row_from_extra_info(b["extra_info"]) for b in data["benchmarks"] if b["extra_info"]["kind"] == "layer_comparison"]
+    rows = {r.form: r for r in (row_from_extra_info(b["extra_info"]) for b in data["benchmarks"]) if r.kind == "layer_comparison"}
+    assert set(rows) == {"operator", "deployed"}  # one comparison per form, like with like
+    assert "numba_cpu+deployed" not in rows["operator"].times and "deployed_merged_cl" not in rows["operator"].times
+    assert {e.numerator for e in rows["deployed"].ratios} == {"numba_cpu+deployed"} and rows["deployed"].fastest_way.startswith("deployed_merged")
     markdown = render_report([out]).markdown
     summary = markdown.split("## Summary")[1].split("\n## ")[0]
     assert "paired speedup [95%]" in summary
-    line = next(line for line in summary.splitlines() if "tiny-s4-sp0.3" in line)
-    entry = row.ratio("numba_cpu")
     from harness.report.format import number
 
-    assert f"{number(entry.ratio)} [{number(entry.low)}, {number(entry.high)}]" in line
+    for form, implementation in (("operator", "numba_cpu"), ("deployed", "numba_cpu+deployed")):  # a summary line per form
+        cells = lambda line: [c.strip() for c in line.split("|")]  # noqa: E731
+        line = next(line for line in summary.splitlines() if "tiny-s4-sp0.3" in line and form in cells(line))
+        assert implementation in cells(line)
+        entry = rows[form].ratio(implementation)
+        assert f"{number(entry.ratio)} [{number(entry.low)}, {number(entry.high)}]" in line
 
 
 def test_the_members_share_one_float64_reference():
@@ -166,9 +176,10 @@ def test_an_implementations_deployed_layer_is_compared_with_the_deployed_pytorch
     assert deployed.deployed and deployed.implementation.name == "numba_cpu"
     wrong = dataclasses.replace(deployed, name="no_residual+deployed",
                                 implementation=dataclasses.replace(deployed.implementation, deployed=_deployed_without_residual))  # fmt: skip
-    item = LayerComparisonItem(CASE, "cpu", (deployed, wrong, *members("deployed_merged", "deployed_merged_cl")))
+    item = LayerComparisonItem(CASE, "cpu", (deployed, wrong, *members("deployed_merged", "deployed_merged_cl")), form="deployed")
     row, session, _ = measure(item)
     assert [f.computation for f in session.record.failures] == ["no_residual+deployed"]
     assert "h + v + i + x" in row.failed["no_residual+deployed"]
     assert row.verified["numba_cpu+deployed"] == "h + v + i + x matches the reference within its error bound"
     assert {(e.numerator, e.denominator) for e in row.ratios} == {("numba_cpu+deployed", w) for w in ("deployed_merged", "deployed_merged_cl")}
+    assert row.form == "deployed" and item.id == "interleaved-deployed-cpu-unit-t" and row_from_extra_info(row.to_extra_info()) == row

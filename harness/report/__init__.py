@@ -117,9 +117,9 @@ def render_report(paths: Sequence[Path | str], baseline: Sequence[Path | str] | 
 
 
 def _layer_comparisons(runs: Sequence[Run]) -> dict[tuple, object]:
-    """Each layer comparison row by (machine label, device, dtype, suite, case): the summary's key."""
+    """Each layer comparison row by (machine label, device, dtype, suite, case, form): the summary's key."""
     labels = run_labels(runs)
-    return {(labels[run.path], row.device, row.dtype, row.suite, row.case): row
+    return {(labels[run.path], row.device, row.dtype, row.suite, row.case, row.form): row
             for run in runs for row in run.layer_comparison_rows()}  # fmt: skip
 
 

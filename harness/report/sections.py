@@ -93,7 +93,8 @@ def paired_cell(row: LayerComparisonRow | None, implementation: str, way: str) -
 def summary_section(frame: pd.DataFrame, paired: dict[tuple, LayerComparisonRow] | None = None) -> list[str]:
     """The fastest implementation per case against the fastest PyTorch way, with the roofline's
     limit; ``paired``: the layer comparisons by (machine, device, dtype, suite, case)."""
-    key = ["machine", "device", "dtype", "suite", "case"]
+    key = ["machine", "device", "dtype", "suite", "case", "form"]  # like with like: a deployed layer against the deployed forms
+    frame = frame.assign(form=frame["form"].fillna("operator")) if "form" in frame else frame.assign(form="operator")
     paired = paired or {}
     rows, impossible = [], []
     for values, group in frame.groupby(key, sort=False):
@@ -127,7 +128,7 @@ def summary_section(frame: pd.DataFrame, paired: dict[tuple, LayerComparisonRow]
     if not rows:
         return ["No case has both an SW implementation and a PyTorch way timed (within the roofline).", *impossible]
     shown = pd.DataFrame(rows).sort_values(key, key=lambda c: case_order(c) if c.name == "case" else c)
-    for column in ("machine", "device", "dtype"):
+    for column in ("machine", "device", "dtype", "form"):
         if shown[column].nunique() == 1:
             shown = shown.drop(columns=column)
     numeric = ["median ms", "% roofline", "its median ms", "its % roofline (useful)", "its % roofline (executed)",
