@@ -30,12 +30,98 @@ import torch
 from harness import ShiftwiseSpec
 
 from . import channels
+from .vectors import VECTOR_BYTES, vector_fma
 
 _FASTMATH = {"reassoc", "contract"}
 _lock = threading.Lock()
 #: (id(spec), the weight's address, dtype, lanes) -> (weak spec, the parameters' copies, the
 #: folded kernels). Layers of one stage share a spec: the address keeps their entries apart.
 _folded: dict = {}
+
+
+def _splat(builder, value, lanes: int):
+    from llvmlite import ir
+
+    vector = ir.VectorType(value.type, lanes)
+    one = builder.insert_element(ir.Constant(vector, None), value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, ir.Constant(vector, None), ir.Constant(ir.VectorType(ir.IntType(32), lanes), None))
+
+
+def _call_intrinsic(builder, name: str, ret, args):
+    from llvmlite import ir
+
+    try:
+        fn = builder.module.get_global(name)
+    except KeyError:
+        fn = ir.Function(builder.module, ir.FunctionType(ret, [a.type for a in args]), name=name)
+    return builder.call(fn, args)
+
+
+@functools.lru_cache(maxsize=None)
+def _gather_kernel(affine: bool):
+    """``gather(src, sbase, idx, ibase, count, dst, dbase[, scale, shift])``: for l < lanes,
+    dst[dbase + l] = src[sbase + idx[ibase + l]] (``affine``: scale[ibase + l] * that +
+    shift[ibase + l]) if l < count; else 0 (``affine``: dst[dbase + l] left as it was). One
+    masked vector gather per call (``llvm.masked.gather``; LLVM lowers it to scalar loads where
+    the machine has no gather); idx, scale and shift are read only below ``count``."""
+    from llvmlite import ir
+    from numba.core import types
+    from numba.extending import intrinsic
+
+    i64 = ir.IntType(64)
+
+    def codegen(context, builder, sig, values):
+        values = [
+            context.cast(builder, v, t, types.int64) if isinstance(t, types.Integer) else v
+            for v, t in zip(values, sig.args)
+        ]
+        src_v, sbase, idx_v, ibase, count, dst_v, dbase = values[:7]
+        data = lambda n: context.make_array(sig.args[n])(context, builder, values[n]).data  # noqa: E731
+        element = context.get_data_type(sig.args[0].dtype)
+        itemsize = context.get_abi_sizeof(element)
+        lanes = VECTOR_BYTES // itemsize
+        vector = ir.VectorType(element, lanes)
+        index_vector = ir.VectorType(i64, lanes)
+        mask = builder.icmp_signed("<", ir.Constant(index_vector, list(range(lanes))), _splat(builder, count, lanes))
+        pointer = data(0).type
+        suffix = f"v{lanes}{element.intrinsic_name}"
+
+        def masked_load(vtype, address, align, name):
+            ptr = builder.bitcast(address, vtype.as_pointer())
+            return _call_intrinsic(builder, f"llvm.masked.load.{name}.{pointer.intrinsic_name}", vtype,
+                                   [ptr, ir.Constant(ir.IntType(32), align), mask, ir.Constant(vtype, None)])  # fmt: skip
+
+        indices = masked_load(index_vector, builder.gep(data(2), [ibase]), 8, f"v{lanes}i64")
+        base = builder.ptrtoint(builder.gep(data(0), [sbase]), i64)
+        addresses = builder.add(_splat(builder, base, lanes), builder.mul(indices, _splat(builder, ir.Constant(i64, itemsize), lanes)))
+        pointers = builder.inttoptr(addresses, ir.VectorType(pointer, lanes))
+        got = _call_intrinsic(builder, f"llvm.masked.gather.{suffix}.v{lanes}{pointer.intrinsic_name}", vector,
+                              [pointers, ir.Constant(ir.IntType(32), itemsize), mask, ir.Constant(vector, None)])  # fmt: skip
+        out = builder.bitcast(builder.gep(data(5), [dbase]), vector.as_pointer())
+        if affine:
+            scale = masked_load(vector, builder.gep(data(7), [ibase]), itemsize, suffix)
+            shift = masked_load(vector, builder.gep(data(8), [ibase]), itemsize, suffix)
+            _, _, _, fma = vector_fma(context, builder, sig.args[0].dtype)
+            got = builder.call(fma, [scale, got, shift])
+            _call_intrinsic(builder, f"llvm.masked.store.{suffix}.{pointer.intrinsic_name}", ir.VoidType(),
+                            [got, out, ir.Constant(ir.IntType(32), itemsize), mask])  # fmt: skip
+        else:
+            builder.store(got, out, align=itemsize)
+        return context.get_dummy_value()
+
+    if affine:
+
+        @intrinsic
+        def gather(typingctx, src, sbase, idx, ibase, count, dst, dbase, scale, shift):
+            return types.void(src, sbase, idx, ibase, count, dst, dbase, scale, shift), codegen
+
+    else:
+
+        @intrinsic
+        def gather(typingctx, src, sbase, idx, ibase, count, dst, dbase):
+            return types.void(src, sbase, idx, ibase, count, dst, dbase), codegen
+
+    return gather
 
 
 @functools.lru_cache(maxsize=None)
@@ -46,14 +132,17 @@ def compiled():
 
     first_taps, first_stencil = channels.row_kernels("bias")
     taps, stencil = channels.row_kernels("load")
-    _, aligned, term_tables = channels.helpers()
-    cover = channels.helpers()[0]
+    cover, _, term_tables = channels.helpers()
+    gather = _gather_kernel(False)
+    gather_affine = _gather_kernel(True)
 
     @numba.njit(parallel=True, fastmath=_FASTMATH)
-    def layer(x, nhwc, rep, ghost, kh_f, kv_f, ki_f, bias, ghost_scale, ghost_shift, nk, k, big, lanes, out):
+    def layer(x, nhwc, rep, ghost, kh_f, kv_f, ki_f, bias, ghost_scale, ghost_shift, nk, k, big, lanes, out, scratch):
         """x: (B, C, H, W), or (B, H, W, C) if nhwc; out: (B, H, W, Cs), Cs >= C and >= the
         rep channels rounded up to whole lane blocks (the last block's spare lanes land in the
-        ghost channels' places, or past C, before the ghost channels are written)."""
+        ghost channels' places, or past C, before the ghost channels are written); scratch:
+        ``scratch_size`` elements, zero outside the planes' interiors (only those are written,
+        so a zeroed scratch stays fit for later calls)."""
         if nhwc:
             batch, height, width, in_channels = x.shape
         else:
@@ -69,8 +158,7 @@ def compiled():
         h_terms, h_count, v_terms, v_count, i_terms, i_count = term_tables(height, width, nk, k, big, lanes)
         row_starts, row_sizes = cover(height, fast)
         col_starts, col_sizes = cover(width, fast)
-        plane = -(-(sh * sw * lanes) // lanes) * lanes
-        scratch = aligned(numba.get_num_threads() * plane, kh_f.dtype)
+        plane = sh * sw * lanes
         o_f = out.reshape(-1)
         x_f = x.reshape(-1)
         hw = height * width
@@ -82,13 +170,9 @@ def compiled():
             valid = min(lanes, repn - c0)
             if nhwc:
                 for i in range(height):
+                    at = s0 + ((i + kk) * sw + kk) * lanes
                     for xo in range(width):
-                        at = s0 + ((i + kk) * sw + xo + kk) * lanes
-                        src = ((b * height + i) * width + xo) * in_channels
-                        for l in range(valid):
-                            scratch[at + l] = x_f[src + rep[c0 + l]]
-                        for l in range(valid, lanes):
-                            scratch[at + l] = 0.0
+                        gather(x_f, ((b * height + i) * width + xo) * in_channels, rep, c0, valid, scratch, at + xo * lanes)
             else:
                 for l in range(lanes):
                     if l < valid:
@@ -136,8 +220,8 @@ def compiled():
                 o = (row * width + xo) * cs + repn
                 if nhwc:
                     src = (row * width + xo) * in_channels
-                    for g in range(ghost.size):
-                        o_f[o + g] = ghost_scale[g] * x_f[src + ghost[g]] + ghost_shift[g]
+                    for g0 in range(0, ghost.size, lanes):
+                        gather_affine(x_f, src, ghost, g0, min(lanes, ghost.size - g0), o_f, o + g0, ghost_scale, ghost_shift)
                 else:
                     for g in range(ghost.size):
                         src = ((b * in_channels + ghost[g]) * height + i) * width + xo
@@ -146,12 +230,38 @@ def compiled():
     return layer
 
 
+def scratch_size(height: int, width: int, k: int, lanes: int, threads: int) -> int:
+    """Elements of the layer kernel's scratch: one zero-bordered (H+2r) x (W+2r) x lanes plane per thread."""
+    return threads * (height + 2 * (k // 2)) * (width + 2 * (k // 2)) * lanes
+
+
+_scratch = threading.local()
+
+
+def _scratch_buffer(size: int, dtype: np.dtype) -> np.ndarray:
+    """A zeroed, 64-byte aligned scratch of ``size`` elements, kept per Python thread (so
+    concurrent callers never share one) and per size and dtype (a few at a time) and reused:
+    the kernel writes only the planes' interiors, so the zero borders survive every call."""
+    cache = getattr(_scratch, "buffers", None)
+    if cache is None:
+        cache = _scratch.buffers = {}
+    key = (size, dtype.str)
+    buffer = cache.get(key)
+    if buffer is None:
+        if len(cache) >= 8:
+            cache.pop(next(iter(cache)))
+        raw = np.zeros(size + 64 // dtype.itemsize, dtype)
+        skip = (-raw.ctypes.data % 64) // dtype.itemsize
+        buffer = cache[key] = raw[skip : skip + size]
+    return buffer
+
+
 def _fold(spec: ShiftwiseSpec, params: tuple[np.ndarray, ...], lanes: int) -> tuple[np.ndarray, ...]:
     """The channels form's merged kernels with the scales, identity and bias folded in."""
     weight, branch_scale, branch_bias, out_scale, out_shift = params
-    merge, _, _ = channels.compiled()
-    kh, kv, ki = merge(weight, *channels.slot_tables(spec), lanes)
     repn, k, nk = spec.channels, spec.small_kernel, spec.nk
+    merge, _, _ = channels.compiled()
+    kh, kv, ki = merge(weight.reshape(repn * nk, k, k), *channels.slot_tables(spec), lanes)
     nblocks = -(-repn // lanes)
 
     def padded(values: np.ndarray) -> np.ndarray:
@@ -173,9 +283,11 @@ def _folded_kernels(spec: ShiftwiseSpec, params: tuple[np.ndarray, ...], lanes: 
     """``_fold``'s arrays, memoized on the parameters' bits (a deployed layer's are fixed)."""
     key = (id(spec), params[0].ctypes.data, params[0].dtype.str, lanes)
     entry = _folded.get(key)
-    if entry is not None and entry[0]() is spec and all(
-        a.shape == b.shape and np.array_equal(a.view(f"u{a.itemsize}"), b.view(f"u{b.itemsize}"))
-        for a, b in zip(entry[1], params)
+    if (
+        entry is not None
+        and entry[0]() is spec
+        and all(a.shape == b.shape and a.dtype == b.dtype for a, b in zip(entry[1], params))
+        and _unchanged()(*entry[1], *params)
     ):
         return entry[2]
     folded = _fold(spec, params, lanes)
@@ -184,6 +296,34 @@ def _folded_kernels(spec: ShiftwiseSpec, params: tuple[np.ndarray, ...], lanes: 
             _folded.pop(next(iter(_folded)))
         _folded[key] = (weakref.ref(spec), tuple(p.copy() for p in params), folded)
     return folded
+
+
+@functools.lru_cache(maxsize=None)
+def _unchanged():
+    """``unchanged(a0..a4, b0..b4)``: whether each a_n has the bits of b_n (equal shapes and
+    dtypes, C-contiguous; NaN compares by its bits): the memo's check, one call per layer call."""
+    import numba
+
+    @numba.njit(nogil=True, inline="always")
+    def same(a, b):
+        x, y = a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8)
+        diff = np.uint8(0)
+        for n in range(x.size):
+            diff |= x[n] ^ y[n]
+        return diff == 0
+
+    @numba.njit(nogil=True)
+    def unchanged(a0, a1, a2, a3, a4, b0, b1, b2, b3, b4):
+        return same(a0, b0) and same(a1, b1) and same(a2, b2) and same(a3, b3) and same(a4, b4)
+
+    return unchanged
+
+
+def numba_threads() -> int:
+    """Numba's thread count for the next parallel call (what the kernel's scratch is sized for)."""
+    import numba
+
+    return numba.get_num_threads()
 
 
 def deployed(
@@ -207,12 +347,14 @@ def deployed(
     lanes = channels.VECTOR_BYTES // xs.itemsize
     k = spec.small_kernel
     params = tuple(
-        np.ascontiguousarray(t.detach().numpy())
-        for t in (weight.reshape(spec.channels * spec.nk, k, k), branch_scale, branch_bias, out_scale, out_shift)
+        np.ascontiguousarray(t.detach().numpy()) for t in (weight, branch_scale, branch_bias, out_scale, out_shift)
     )
     kh, kv, ki, bias, ghost_scale, ghost_shift = _folded_kernels(spec, params, lanes)
     width_out = max(in_channels, -(-spec.channels // lanes) * lanes)
     out = torch.empty((batch, height, width, width_out), dtype=x.dtype)
+    scratch = _scratch_buffer(scratch_size(height, width, k, lanes, numba_threads()), xs.dtype)
     compiled()(xs, nhwc, rep.numpy(), ghost.numpy(), kh, kv, ki, bias, ghost_scale, ghost_shift,
-               spec.nk, k, spec.big_kernel, lanes, out.numpy())  # fmt: skip
-    return out[..., :in_channels].permute(0, 3, 1, 2)
+               spec.nk, k, spec.big_kernel, lanes, out.numpy(), scratch)  # fmt: skip
+    if width_out > in_channels:
+        out = out[..., :in_channels]
+    return out.permute(0, 3, 1, 2)
