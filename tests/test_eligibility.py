@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from harness import Execution, Implementation, implementations
-from harness.bench import computations
+from harness.bench import DEPLOYED_SUFFIX, computations
 from harness.checking import CheckCase, check
 from harness.cases import Case
 from harness.eligibility import Purpose, Why, reason, refusal
@@ -52,7 +52,8 @@ def test_every_user_asks_the_same_policy():
         result = check(impl, CheckCase(case, "float64", "exact"), gradients=False)
         assert result.skipped == reason(impl, "cpu", dtype, Purpose.CHECK) is not None
     layer = {c.name: c.not_benchmarked_reason("cpu", "quick", dtype) for c in computations() if c.implementation}
-    assert layer == {name: reason(impl, "cpu", dtype, Purpose.LAYER) for name, impl in implementations().items()}
+    asked = {name: reason(impl, "cpu", dtype, Purpose.LAYER) for name, impl in implementations().items()}
+    assert layer == asked | {name + DEPLOYED_SUFFIX: asked[name] for name, impl in implementations().items() if impl.deployed}
     assert available_implementations("cpu", dtype) == {
         name: reason(impl, "cpu", dtype, Purpose.NETWORK) for name, impl in implementations().items()
     }
