@@ -241,6 +241,43 @@ def test_deployed_layer_is_used_and_sees_changed_parameters():
     assert torch.allclose(deployed(x), reference(x), rtol=1e-12, atol=1e-12)
 
 
+@torch.no_grad()
+def test_plain_eager_calls_skip_the_dispatcher_and_traced_ones_keep_the_op(monkeypatch):
+    """In plain eager inference the layer calls sw::deployed's body directly (the Python custom
+    op's dispatch costs about what a small layer's kernel does), bit for bit the op's result;
+    under a profiler, a dispatch mode (FlopCounterMode) or on meta tensors it goes through the op,
+    so that they still see it."""
+    import sys
+
+    from torch.profiler import profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from harness.models import layers
+
+    deployed, _ = _deployed_pair(40, 13, 3, 0.23, torch.float32, seed=5)
+    x = torch.randn(2, 40, 9, 9).contiguous(memory_format=torch.channels_last)
+    via_op = torch.ops.sw.deployed(x, deployed.LoRA.weight, deployed.branch_scale, deployed.branch_bias,
+                                   deployed.output_scale, deployed.output_shift, deployed.rep, deployed.ghost,
+                                   deployed.spec_key, deployed.impl)  # fmt: skip
+    callers, body = [], layers._run_deployed
+
+    def spy(*args):
+        callers.append(sys._getframe(1).f_code.co_name)  # the layer's _deployed, or the op's function
+        return body(*args)
+
+    monkeypatch.setattr(layers, "_run_deployed", spy)
+    direct = deployed(x)
+    with profile() as prof:
+        deployed(x)
+    with FlopCounterMode(display=False) as flops:
+        deployed(x)
+    assert callers == ["_deployed", "deployed_layer", "deployed_layer"], callers
+    assert torch.equal(direct, via_op)
+    assert "sw::deployed" in [event.key for event in prof.key_averages()]
+    assert flops.get_total_flops() > 0, "FlopCounterMode counted the op's FLOP formula"
+    assert not layers._plain_eager(x.to("meta"))
+
+
 @pytest.mark.parametrize("case", SHAPES, ids=lambda case: f"{case.name}-{case.height}x{case.width}")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("form", FORMS)
