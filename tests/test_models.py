@@ -249,6 +249,39 @@ def test_auto_follows_the_declared_ranks_and_notices_a_changed_folder(tmp_path, 
     assert resolve_impl("auto", "cpu") == "high"
 
 
+_DEPLOYING_IMPL = """
+import torch
+from harness import Computes, Implementation
+IMPLEMENTATION = Implementation(name={name!r}, fn=lambda x, w, spec: None, computes=Computes.OPERATOR,
+                                devices=("cpu",), dtypes=(torch.float32,), rank={rank},
+                                deployed=lambda x, *args: torch.full_like(x, {rank}))
+"""
+
+
+@torch.no_grad()
+def test_a_deployed_layers_eager_calls_follow_a_changed_set_of_implementations(tmp_path, monkeypatch):
+    """The plain eager deployed path's cached lookup (``_eager_deployed``) is resolve_impl's: a
+    layer with impl="auto" calls the highest-ranked implementation's deployed, keeps it until a
+    discovery finds a different set of files, then calls the new one's; a deployed layer that
+    returns the wrong shape is refused as through the op."""
+    from harness.registry import IMPLS_ENV, discover
+
+    (tmp_path / "low.py").write_text(_DEPLOYING_IMPL.format(name="low", rank=1))
+    monkeypatch.setenv(IMPLS_ENV, str(tmp_path))
+    layer = ShiftwiseConv2d(8, 8, 7, 3, impl="auto").eval()
+    layer.reparameterize()
+    x = torch.randn(1, 8, 5, 5)
+    assert torch.equal(layer(x), torch.full_like(x, 1))
+    (tmp_path / "high.py").write_text(_DEPLOYING_IMPL.format(name="high", rank=5))
+    assert torch.equal(layer(x), torch.full_like(x, 1))  # cached until a discovery sees the change
+    discover()
+    assert torch.equal(layer(x), torch.full_like(x, 5))
+    (tmp_path / "high.py").write_text(_DEPLOYING_IMPL.format(name="high", rank=5).replace("full_like(x,", "full((1,),"))
+    discover()
+    with pytest.raises(ValueError, match=r"implementation high: deployed must return \(1, 8, 5, 5\) torch.float32"):
+        layer(x)
+
+
 def test_the_models_name_no_implementation():
     """impl="auto"'s order is the implementations' declared ranks, not a list of names."""
     from pathlib import Path

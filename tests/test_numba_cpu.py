@@ -243,10 +243,10 @@ def test_deployed_layer_is_used_and_sees_changed_parameters():
 
 @torch.no_grad()
 def test_plain_eager_calls_skip_the_dispatcher_and_traced_ones_keep_the_op(monkeypatch):
-    """In plain eager inference the layer calls sw::deployed's body directly (the Python custom
-    op's dispatch costs about what a small layer's kernel does), bit for bit the op's result;
-    under a profiler, a dispatch mode (FlopCounterMode) or on meta tensors it goes through the op,
-    so that they still see it."""
+    """In plain eager inference the layer calls the implementation's deployed directly (the
+    Python custom op's dispatch costs about what a small layer's kernel does), bit for bit the
+    op's result and its output checked the same way; under a profiler, a dispatch mode
+    (FlopCounterMode) or on meta tensors it goes through the op, so that they still see it."""
     import sys
 
     from torch.profiler import profile
@@ -259,19 +259,19 @@ def test_plain_eager_calls_skip_the_dispatcher_and_traced_ones_keep_the_op(monke
     via_op = torch.ops.sw.deployed(x, deployed.LoRA.weight, deployed.branch_scale, deployed.branch_bias,
                                    deployed.output_scale, deployed.output_shift, deployed.rep, deployed.ghost,
                                    deployed.spec_key, deployed.impl)  # fmt: skip
-    callers, body = [], layers._run_deployed
+    callers, check = [], layers._checked_deployed_output
 
     def spy(*args):
-        callers.append(sys._getframe(1).f_code.co_name)  # the layer's _deployed, or the op's function
-        return body(*args)
+        callers.append(sys._getframe(1).f_code.co_name)  # the layer's _deployed_eager, or the op's body
+        return check(*args)
 
-    monkeypatch.setattr(layers, "_run_deployed", spy)
+    monkeypatch.setattr(layers, "_checked_deployed_output", spy)
     direct = deployed(x)
     with profile() as prof:
         deployed(x)
     with FlopCounterMode(display=False) as flops:
         deployed(x)
-    assert callers == ["_deployed", "deployed_layer", "deployed_layer"], callers
+    assert callers == ["_deployed_eager", "_run_deployed", "_run_deployed"], callers
     assert torch.equal(direct, via_op)
     assert "sw::deployed" in [event.key for event in prof.key_averages()]
     assert flops.get_total_flops() > 0, "FlopCounterMode counted the op's FLOP formula"

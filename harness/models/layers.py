@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from torch import nn
 from harness import eligibility
 from harness.eligibility import Purpose
 from harness.reference import Branches, merge_kernels, reference_forward
-from harness.registry import IMPLS_ENV, Implementation, generation, implementations
+from harness.registry import DEFAULT_IMPLS_DIR, IMPLS_ENV, Implementation, generation, implementations
 from harness.spec import ShiftwiseSpec
 
 #: Implementation name that runs the reference (the three rep-merged depthwise convs).
@@ -199,20 +200,49 @@ def _run_deployed(x: torch.Tensor, weight: torch.Tensor, branch_scale: torch.Ten
                   out_scale: torch.Tensor, out_shift: torch.Tensor, rep: torch.Tensor, ghost: torch.Tensor,
                   spec_key: str, impl: str) -> torch.Tensor:  # fmt: skip
     """``sw::deployed``'s body: the implementation's ``deployed``, its result checked."""
-    record = _implementation(impl)
-    out = record.deployed(x, weight, registered_spec(spec_key), branch_scale, branch_bias, out_scale, out_shift, rep, ghost)
+    out = _implementation(impl).deployed(x, weight, registered_spec(spec_key), branch_scale, branch_bias, out_scale,
+                                         out_shift, rep, ghost)  # fmt: skip
+    return _checked_deployed_output(out, x, impl)
+
+
+def _checked_deployed_output(out: object, x: torch.Tensor, impl: str) -> torch.Tensor:
+    """``out`` if it is what a deployed layer must return for ``x`` (its shape, dtype, device)."""
     if not isinstance(out, torch.Tensor) or out.shape != x.shape or out.dtype != x.dtype or out.device != x.device:
         got = f"{tuple(out.shape)} {out.dtype} on {out.device}" if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"implementation {impl}: deployed must return {tuple(x.shape)} {x.dtype} on {x.device}, got {got}")
     return out
 
 
+def _eager_deployed(impl: str, device: torch.device, dtype: torch.dtype) -> tuple[str, Callable] | None:
+    """(name, deployed function) of the implementation a reparameterized layer set to ``impl``
+    uses on (device, dtype), or None where it has no deployed layer (or is the reference):
+    ``resolve_impl`` and the record lookup in one, for plain eager calls. Cached on what both
+    depend on (``resolve_impl``'s key); a refusal (an implementation that cannot run there) is
+    not cached, so it is raised on every call."""
+    folder = os.environ.get(IMPLS_ENV)  # read once: a lookup of an unset variable costs ~2 us
+    key = (impl, device, dtype, folder, generation(folder or DEFAULT_IMPLS_DIR))
+    try:
+        return _EAGER_DEPLOYED[key]
+    except KeyError:
+        pass
+    name = resolve_impl(impl, device, dtype)
+    deployed = None if name == REFERENCE else _implementation(name).deployed
+    _EAGER_DEPLOYED[key] = found = None if deployed is None else (name, deployed)
+    return found
+
+
+#: _eager_deployed's answers, keyed as resolve_impl's
+_EAGER_DEPLOYED: dict[tuple, tuple[str, Callable] | None] = {}
+
+
 def _plain_eager(x: torch.Tensor) -> bool:
     """Whether nothing that must see the custom op is active: no ``torch.compile`` or export
     tracing, no dispatch mode (``FlopCounterMode``, ``make_fx``), no profiler, a plain tensor
-    with data. Then the layer calls the op's body directly: the dispatcher's trip through a
-    Python custom op costs ~25-55 us a call on this CPU, a third to half of what numba_cpu's
-    deployed layer takes for a whole 7x7 stage-4 layer."""
+    with data. Then the layer calls the implementation's ``deployed`` directly: the dispatcher's
+    trip through a Python custom op costs ~25-55 us a call on this CPU, a third to half of what
+    numba_cpu's deployed layer takes for a whole 7x7 stage-4 layer, and every Python step of a
+    layer call costs several times more inside a network, where it runs cold, than back to back
+    (``reports/notes/cold_layer_calls.py``)."""
     return (type(x) is torch.Tensor and not x.is_meta and not torch.compiler.is_compiling()
             and not torch.autograd.profiler._is_profiler_enabled
             and torch._C._len_torch_dispatch_stack() == 0)  # fmt: skip
@@ -394,6 +424,10 @@ class ShiftwiseConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"ShiftwiseConv2d: x must be (B, {self.in_channels}, H, W), got shape {tuple(x.shape)}")
+        if self.branch_scale is not None and _plain_eager(x) and not (torch.is_grad_enabled() and x.requires_grad):
+            found = _eager_deployed(self.impl, x.device, x.dtype)
+            if found is not None:
+                return self._deployed_eager(x, *found)
         impl = _resolved_in_forward(self.impl, x.device, x.dtype) if self.impl == "auto" else self.impl
         if self.reparameterized and impl != REFERENCE and not (torch.is_grad_enabled() and x.requires_grad):
             if _has_deployed(impl):
@@ -415,13 +449,25 @@ class ShiftwiseConv2d(nn.Module):
 
     def _deployed(self, x: torch.Tensor, impl: str) -> torch.Tensor:
         """The whole reparameterized layer (and a folded BatchNorm after it) in one call of the
-        implementation's ``deployed``: reads x once, writes the output once."""
-        scale, shift = self.output_scale, self.output_shift
-        if scale is None:
-            scale, shift = x.new_ones(self.in_channels), x.new_zeros(self.in_channels)
-        deployed = _run_deployed if _plain_eager(x) else torch.ops.sw.deployed
-        return deployed(x, self.LoRA.weight, self.branch_scale, self.branch_bias, scale, shift, self.rep, self.ghost,
-                        self.spec_key, impl)  # fmt: skip
+        implementation's ``deployed`` through ``sw::deployed`` (what tracing, dispatch modes and
+        profilers see): reads x once, writes the output once."""
+        scale, shift = self._output_affine(x)
+        return torch.ops.sw.deployed(x, self.LoRA.weight, self.branch_scale, self.branch_bias, scale, shift, self.rep,
+                                     self.ghost, self.spec_key, impl)  # fmt: skip
+
+    def _deployed_eager(self, x: torch.Tensor, impl: str, deployed: Callable) -> torch.Tensor:
+        """``_deployed`` in plain eager inference: implementation ``impl``'s ``deployed`` called
+        directly, its result checked as the op checks it (``_plain_eager`` says why)."""
+        scale, shift = self._output_affine(x)
+        out = deployed(x, self.LoRA.weight, registered_spec(self.spec_key), self.branch_scale, self.branch_bias, scale,
+                       shift, self.rep, self.ghost)  # fmt: skip
+        return _checked_deployed_output(out, x, impl)
+
+    def _output_affine(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The folded BatchNorm's (scale, shift), or (1, 0) when none was folded."""
+        if self.output_scale is None:
+            return x.new_ones(self.in_channels), x.new_zeros(self.in_channels)
+        return self.output_scale, self.output_shift
 
     @torch.no_grad()
     def fold_following_bn(self, bn: nn.BatchNorm2d) -> None:
