@@ -263,7 +263,8 @@ def test_a_deployed_layers_eager_calls_follow_a_changed_set_of_implementations(t
     """The plain eager deployed path's cached lookup (``_eager_deployed``) is resolve_impl's: a
     layer with impl="auto" calls the highest-ranked implementation's deployed, keeps it until a
     discovery finds a different set of files, then calls the new one's; a deployed layer that
-    returns the wrong shape is refused as through the op."""
+    returns the wrong shape is refused as through the op; a named implementation is called even
+    where "auto" would pass it over (the GPU day's network path runs emulated ones so)."""
     from harness.registry import IMPLS_ENV, discover
 
     (tmp_path / "low.py").write_text(_DEPLOYING_IMPL.format(name="low", rank=1))
@@ -280,6 +281,9 @@ def test_a_deployed_layers_eager_calls_follow_a_changed_set_of_implementations(t
     discover()
     with pytest.raises(ValueError, match=r"implementation high: deployed must return \(1, 8, 5, 5\) torch.float32"):
         layer(x)
+    named = ShiftwiseConv2d(8, 8, 7, 3, impl="low").double().eval()  # "auto" passes "low" over in float64
+    named.reparameterize()
+    assert torch.equal(named(x.double()), torch.full_like(x.double(), 1))  # a named one is called as named
 
 
 def test_the_models_name_no_implementation():

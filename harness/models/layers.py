@@ -216,16 +216,17 @@ def _checked_deployed_output(out: object, x: torch.Tensor, impl: str) -> torch.T
 def _eager_deployed(impl: str, device: torch.device, dtype: torch.dtype) -> tuple[str, Callable] | None:
     """(name, deployed function) of the implementation a reparameterized layer set to ``impl``
     uses on (device, dtype), or None where it has no deployed layer (or is the reference):
-    ``resolve_impl`` and the record lookup in one, for plain eager calls. Cached on what both
-    depend on (``resolve_impl``'s key); a refusal (an implementation that cannot run there) is
-    not cached, so it is raised on every call."""
+    ``"auto"``'s ``resolve_impl`` and the record lookup in one, for plain eager calls (a named
+    implementation is called as named, as on the traced path, even where ``"auto"`` would pass
+    it over: emulated GPU code on the CPU, an undeclared dtype). Cached on what both depend on
+    (``resolve_impl``'s key)."""
     folder = os.environ.get(IMPLS_ENV)  # read once: a lookup of an unset variable costs ~2 us
     key = (impl, device, dtype, folder, generation(folder or DEFAULT_IMPLS_DIR))
     try:
         return _EAGER_DEPLOYED[key]
     except KeyError:
         pass
-    name = resolve_impl(impl, device, dtype)
+    name = resolve_impl(impl, device, dtype) if impl == "auto" else impl  # a named one is used as named
     deployed = None if name == REFERENCE else _implementation(name).deployed
     _EAGER_DEPLOYED[key] = found = None if deployed is None else (name, deployed)
     return found
