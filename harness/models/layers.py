@@ -85,12 +85,18 @@ def resolve_impl(impl: str, device: str | torch.device, dtype: torch.dtype = tor
     if impl == REFERENCE:
         return impl
     device = torch.device(device)
-    key = (impl, device, dtype, os.environ.get(IMPLS_ENV), generation())
-    resolved = _RESOLVED.get(key)
+    resolved = _RESOLVED.get(_registry_key(impl, device, dtype))
     if resolved is None:
         resolved = _resolve(impl, device, dtype)
-        _RESOLVED[(impl, device, dtype, os.environ.get(IMPLS_ENV), generation())] = resolved
+        _RESOLVED[_registry_key(impl, device, dtype)] = resolved  # after: a first discovery changes the generation
     return resolved
+
+
+def _registry_key(impl: str, device: torch.device, dtype: torch.dtype) -> tuple:
+    """What an answer derived from the registry for (impl, device, dtype) depends on: the
+    implementations folder and its discovery generation (``resolve_impl``'s cache key)."""
+    folder = os.environ.get(IMPLS_ENV)  # read once: a lookup of an unset variable costs ~2 us
+    return impl, device, dtype, folder, generation(folder or DEFAULT_IMPLS_DIR)
 
 
 #: resolve_impl's answers, keyed on everything they depend on
@@ -220,15 +226,14 @@ def _eager_deployed(impl: str, device: torch.device, dtype: torch.dtype) -> tupl
     implementation is called as named, as on the traced path, even where ``"auto"`` would pass
     it over: emulated GPU code on the CPU, an undeclared dtype). Cached on what both depend on
     (``resolve_impl``'s key)."""
-    folder = os.environ.get(IMPLS_ENV)  # read once: a lookup of an unset variable costs ~2 us
-    key = (impl, device, dtype, folder, generation(folder or DEFAULT_IMPLS_DIR))
     try:
-        return _EAGER_DEPLOYED[key]
+        return _EAGER_DEPLOYED[_registry_key(impl, device, dtype)]
     except KeyError:
         pass
     name = resolve_impl(impl, device, dtype) if impl == "auto" else impl  # a named one is used as named
     deployed = None if name == REFERENCE else _implementation(name).deployed
-    _EAGER_DEPLOYED[key] = found = None if deployed is None else (name, deployed)
+    found = None if deployed is None else (name, deployed)
+    _EAGER_DEPLOYED[_registry_key(impl, device, dtype)] = found  # after, as in resolve_impl
     return found
 
 
@@ -425,12 +430,13 @@ class ShiftwiseConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"ShiftwiseConv2d: x must be (B, {self.in_channels}, H, W), got shape {tuple(x.shape)}")
-        if self.branch_scale is not None and _plain_eager(x) and not (torch.is_grad_enabled() and x.requires_grad):
+        deployable = self.reparameterized and not (torch.is_grad_enabled() and x.requires_grad)
+        if deployable and _plain_eager(x):
             found = _eager_deployed(self.impl, x.device, x.dtype)
             if found is not None:
                 return self._deployed_eager(x, *found)
         impl = _resolved_in_forward(self.impl, x.device, x.dtype) if self.impl == "auto" else self.impl
-        if self.reparameterized and impl != REFERENCE and not (torch.is_grad_enabled() and x.requires_grad):
+        if deployable and impl != REFERENCE:
             if _has_deployed(impl):
                 return self._deployed(x, impl)
         ghost_in = x.index_select(1, self.ghost)
